@@ -1,0 +1,145 @@
+"""Adaptive mutexes: ``mutex_enter``, ``mutex_exit``, ``mutex_tryenter``, ``MUTEX_HELD``.
+
+Words of a mutex (in its ``ksync_t``, under its chain lock): ``owner`` is the
+kthread id of the holder (0 when free) and the FIFO of sleeping waiters.  The
+holder also lists the mutex in its own ``t_held``, so an observer sees who
+holds what and in which order.  ``mutex_exit`` hands the lock to the first
+waiter and wakes it (illumos lets woken waiters compete again; handing off
+keeps waits fair, so an expired deadline never blames a starved waiter for
+a lock that was free in between); every sleep has the kernel's deadlock deadline, after which the
+kernel panics with a wait-for report.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import lockstat, sleepq
+from .kthread import KThread, _cpu
+from .objects import KMutex
+from .structs import MAXHELD, WAKE_SIGNALLED, WAKE_TIMEOUT
+
+
+def mutex_enter(m: KMutex) -> None:
+    t = _cpu.t
+    lk = m.lk
+    if not lk.acquire(False):
+        m.dom.chain_enter(lk)
+    s = m.s
+    if s.owner == 0:
+        s.owner = t.id
+        lk.release()
+        # t.held_push(m.idx + 1), inlined: this is the hottest path in realfork
+        n = t.nheld
+        if n >= MAXHELD - 1:
+            t.held_push(m.idx + 1)  # panics with the reason
+        t.held[n] = m.idx + 1
+        t.nheld = n + 1
+        if lockstat.ON:
+            _acquired(m, t, 0)
+        return
+    mutex_vector_enter(m, t)
+
+
+def mutex_vector_enter(m: KMutex, t: KThread) -> None:
+    """The contended path: sleep until the owner lets go.  Chain lock held."""
+    dom = m.dom
+    s = m.s
+    lk = m.lk
+    if s.owner == t.id:
+        lk.release()
+        dom.panic(f"recursive mutex_enter of {m.name} by {dom.thread_name(t.id)}")
+    start = time.monotonic_ns()
+    wchan = m.idx + 1
+    t.record_chain(3)
+    sleepq.enqueue(dom, s, t, wchan, 0, start + dom.timeout_ns)
+    lk.release()
+    if sleepq.sleep(dom, t, lk, wchan) == WAKE_TIMEOUT:
+        dom.deadline_expired(t, m)
+    # mutex_exit handed us the lock before waking us.
+    t.held_push(wchan)
+    if lockstat.ON:
+        _acquired(m, t, time.monotonic_ns() - start)
+
+
+def mutex_tryenter(m: KMutex) -> bool:
+    t = _cpu.t
+    lk = m.lk
+    if not lk.acquire(False):
+        m.dom.chain_enter(lk)
+    s = m.s
+    if s.owner == 0:
+        s.owner = t.id
+        lk.release()
+        t.held_push(m.idx + 1)
+        if lockstat.ON:
+            _acquired(m, t, 0)
+        return True
+    lk.release()
+    return False
+
+
+def mutex_exit(m: KMutex) -> None:
+    t = _cpu.t
+    lk = m.lk
+    if not lk.acquire(False):
+        m.dom.chain_enter(lk)
+    s = m.s
+    if s.owner != t.id:
+        lk.release()
+        m.dom.panic(f"mutex_exit of {m.name} by {m.dom.thread_name(t.id)}, "
+                    f"which does not own it")
+    if s.whead:
+        # Hand the lock to the first waiter (FIFO): a waiter is never starved
+        # by threads that barge in, so a wait past the deadline means the
+        # owner really held the lock that long.
+        tid = sleepq.dequeue(m.dom, s, WAKE_SIGNALLED)
+        s.owner = tid
+        lk.release()
+        sleepq.wakeup(m.dom, tid)
+    else:
+        s.owner = 0
+        lk.release()
+    # t.held_remove(m.idx + 1), inlined for the usual last-in first-out case
+    n = t.nheld - 1
+    held = t.held
+    if n >= 0 and held[n] == m.idx + 1:
+        held[n] = 0
+        t.nheld = n
+    else:
+        t.held_remove(m.idx + 1)
+    if lockstat.ON:
+        _released(m, t)
+
+
+def MUTEX_HELD(m: KMutex) -> bool:
+    """Does the calling kernel thread own ``m``?"""
+    return m.s.owner == _cpu.t.id
+
+
+def mutex_owner(m: KMutex) -> int:
+    """The kthread id of the owner, 0 when free."""
+    return m.s.owner
+
+
+def _acquired(m: KMutex, t: KThread, waited_ns: int) -> None:
+    dom = m.dom
+    if not dom.g.lockstat:
+        return
+    now = time.monotonic_ns()
+    t.acquired_ns[m.idx] = now
+    ts = t.s
+    if waited_ns:
+        dom.fire(lockstat.ADAPTIVE_BLOCK, t.id, ts.t_pid, ts.t_lwpid, m.idx, m.s.lclass,
+                 waited_ns)
+    dom.fire(lockstat.ADAPTIVE_ACQUIRE, t.id, ts.t_pid, ts.t_lwpid, m.idx, m.s.lclass)
+
+
+def _released(m: KMutex, t: KThread) -> None:
+    dom = m.dom
+    if not dom.g.lockstat:
+        return
+    start = t.acquired_ns.pop(m.idx, 0)
+    hold = time.monotonic_ns() - start if start else 0
+    ts = t.s
+    dom.fire(lockstat.ADAPTIVE_RELEASE, t.id, ts.t_pid, ts.t_lwpid, m.idx, m.s.lclass, hold)

@@ -1,0 +1,27 @@
+"""Helpers shared by the tests (imported as a plain module: tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from realfork.shm.segment import Layout
+
+HERE = Path(__file__).parent
+
+
+def words_layout(layout: Layout) -> None:
+    layout.add("test_words", ctypes.c_int64, 64)
+
+
+
+def run_child(name: str, role: str, *args: object, timeout: float = 60) -> subprocess.Popen:
+    """Start tests/substrate_child.py in a new OS process attached to ``name``."""
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep +
+               os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "substrate_child.py"), name, role, *map(str, args)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

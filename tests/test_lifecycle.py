@@ -1,0 +1,213 @@
+"""Boots and shutdowns, panics, probes, and what a kernel costs in OS objects."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+
+import pytest
+from conftest import leftovers
+
+from realfork.errors import KernelPanic
+from realfork.machine.threads import ThreadFactory
+from realfork.sync import lockstat
+from realfork.sync.condvar import cv_wait
+from realfork.sync.domain import CREATED_HERE, Substrate, reap_stale_segments
+from realfork.sync.mutex import mutex_enter, mutex_exit
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def shm_names() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if "realfork-" in n}
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def mappings() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def _hang(dom: Substrate) -> None:
+    """Two threads blocked on a condition variable nobody signals."""
+    m = dom.new_mutex("m")
+    cv = dom.new_cv("never_signalled")
+
+    def sleeper() -> None:
+        mutex_enter(m)
+        cv_wait(cv, m)
+
+    f = ThreadFactory(dom)
+    for _ in range(2):
+        f.spawn(sleeper)
+
+
+def test_many_boots_and_shutdowns_leave_nothing_behind() -> None:
+    first, fds0 = len(CREATED_HERE), open_fds()
+    threads0 = threading.active_count()
+    for i in range(12):
+        dom = Substrate.boot(maxlwps=32, nsync=64, deadlock_timeout=0.3)
+        if i % 3 == 0:
+            _hang(dom)  # panics after 0.3 s
+            deadline = time.monotonic() + 30
+            while not dom.panicked:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert dom.panic_report().kind == "hang"
+        elif i % 3 == 1:
+            m = dom.new_mutex("m")
+            ThreadFactory(dom).spawn(lambda m=m: (mutex_enter(m), mutex_exit(m)))
+        else:
+            _hang(dom)  # shut down while threads still sleep
+        assert dom.shutdown() == []
+    assert len(CREATED_HERE) - first == 12
+    assert leftovers(CREATED_HERE[first:]) == []
+    assert open_fds() == fds0
+    assert threading.active_count() == threads0
+
+
+def test_shutdown_after_exception_in_with_block() -> None:
+    with pytest.raises(ZeroDivisionError), Substrate.boot(maxlwps=8, nsync=8) as dom:
+        _hang(dom)
+        1 / 0  # noqa: B018
+    assert dom.closed and leftovers([dom.name]) == []
+
+
+def test_stale_segment_of_a_dead_creator_is_reaped() -> None:
+    import subprocess
+    import sys
+
+    code = ("from realfork.sync.domain import Substrate; import os; "
+            "d = Substrate.boot(maxlwps=4, nsync=4); print(d.name, flush=True); "
+            "os._exit(0)")  # dies without shutting down
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    name = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True).stdout.strip()
+    assert name in shm_names()
+    assert name in reap_stale_segments()
+    assert not any(name in n for n in shm_names())
+
+
+def test_os_objects_do_not_grow_with_table_sizes() -> None:
+    def cost(maxlwps: int, nsync: int) -> tuple[int, int, int]:
+        before = (mappings(), open_fds())
+        dom = Substrate.boot(maxlwps=maxlwps, nsync=nsync)
+        try:
+            dom.new_mutex("m")
+            after = (mappings(), open_fds())
+            files = len(leftovers([dom.name]))  # the segment and its chain locks
+        finally:
+            dom.shutdown()
+        return (after[0] - before[0], after[1] - before[1], files)
+
+    small = cost(8, 16)
+    large = cost(20_000, 200_000)
+    assert small == large
+    assert small[1] == 0  # no file descriptor stays open
+
+
+def test_panic_wakes_every_sleeper_promptly() -> None:
+    with Substrate.boot(maxlwps=32, nsync=64, deadlock_timeout=60.0) as dom:
+        _hang(dom)
+        m2 = dom.new_mutex("m2")
+        with ThreadFactory.adopt(dom, "holder"):
+            mutex_enter(m2)
+            ThreadFactory(dom).spawn(lambda: mutex_enter(m2))
+            deadline = time.monotonic() + 30
+            while sum(1 for t in dom.report().threads if t.wchan >= 0) < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            t0 = time.monotonic()
+            with pytest.raises(KernelPanic):
+                dom.panic("test panic")
+            for t in list(dom.local_threads):
+                if t.os_thread is not threading.current_thread():
+                    t.os_thread.join(5)
+                    assert not t.os_thread.is_alive()
+            assert time.monotonic() - t0 < 5
+            rep = dom.panic_report()
+            assert rep.kind == "panic" and rep.message == "test panic"
+            assert sum(1 for t in rep.threads if t.wchan >= 0) == 3
+
+
+def test_exception_in_kernel_thread_panics_the_kernel() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8) as dom:
+        t = ThreadFactory(dom).spawn(lambda: 1 / 0, name="buggy")
+        t.os_thread.join(10)
+        rep = dom.panic_report()
+        assert rep is not None and "ZeroDivisionError" in rep.message
+
+
+def test_call_chain_is_recorded_when_blocking() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=60.0) as dom:
+        m = dom.new_mutex("m")
+
+        def cfork() -> None:
+            getproc()
+
+        def getproc() -> None:
+            mutex_enter(m)
+
+        with ThreadFactory.adopt(dom, "holder"):
+            mutex_enter(m)
+            t = ThreadFactory(dom).spawn(cfork)
+            deadline = time.monotonic() + 30
+            while t.s.t_wchan == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            th = dom.report().thread(t.id)
+            assert th.chain.startswith("getproc;cfork")
+            assert th.function == "getproc"
+            mutex_exit(m)
+        t.os_thread.join(10)
+
+
+def test_probe_ring_records_and_counts_drops() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, probe_capacity=10) as dom:
+        for i in range(15):
+            dom.fire("proc:::create", 1, 100 + i, 1, i, 2 * i)
+        assert dom.ring.dropped == 5
+        events = dom.ring.drain()
+        assert [e.pid for e in events] == list(range(100, 110))
+        assert events[3].name == "proc:::create" and events[3].args[:2] == (3, 6)
+        assert all(a.ts <= b.ts for a, b in itertools.pairwise(events))
+        dom.fire("proc:::exit", 1, 7, 1)
+        (e,) = dom.ring.drain()
+        assert e.name == "proc:::exit" and e.pid == 7 and dom.ring.dropped == 5
+        # another process decodes the same names
+        other = Substrate.attach(dom.name)
+        try:
+            assert other.ring.name_of(dom.ring.probe_id("proc:::exit")) == "proc:::exit"
+        finally:
+            other.shutdown()
+
+
+def test_lockstat_probes_switch_on_and_off() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=30.0) as dom:
+        m = dom.new_mutex("p_lock")
+        with ThreadFactory.adopt(dom, "main"):
+            mutex_enter(m)
+            mutex_exit(m)
+            assert dom.ring.drain() == []
+            lockstat.enable(dom, True)
+            try:
+                mutex_enter(m)
+                contender = ThreadFactory(dom).spawn(lambda: (mutex_enter(m), mutex_exit(m)))
+                while m.s.nwaiters == 0:
+                    time.sleep(0.002)
+                time.sleep(0.02)
+                mutex_exit(m)
+                contender.os_thread.join(10)
+            finally:
+                lockstat.enable(dom, False)
+            mutex_enter(m)
+            mutex_exit(m)
+        names = [e.name for e in dom.ring.drain()]
+        assert names.count(lockstat.ADAPTIVE_ACQUIRE) == 2
+        assert names.count(lockstat.ADAPTIVE_RELEASE) == 2
+        assert names.count(lockstat.ADAPTIVE_BLOCK) == 1
