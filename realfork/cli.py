@@ -8,6 +8,7 @@ violation); 2 bad usage or bad input (one line on stderr, no traceback);
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import NoReturn
 
@@ -86,8 +87,13 @@ def _list() -> int:
     return EXIT_CLEAN
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every shutdown() on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "demo":
             from .demo import run_demo

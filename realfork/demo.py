@@ -84,8 +84,9 @@ def run_demo(deadlock: bool, deadlock_timeout: float, increments: int,
         cv = dom.new_cv("token_cv")
         # Fork the helper OS processes first, while this process has one thread.
         t0 = time.monotonic()
-        procs = [ctx.Process(target=_count, args=(dom.name, m.idx, increments)),
-                 ctx.Process(target=_pingpong, args=(dom.name, m.idx, cv.idx, 2000, 1))]
+        procs = [ctx.Process(target=_count, args=(dom.name, m.idx, increments), daemon=True),
+                 ctx.Process(target=_pingpong, args=(dom.name, m.idx, cv.idx, 2000, 1),
+                             daemon=True)]
         for p in procs:
             p.start()
         f = ThreadFactory(dom)

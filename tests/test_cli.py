@@ -59,3 +59,26 @@ def test_report_attaches_to_a_running_kernel() -> None:
         assert f"kernel {dom.name}" in r.stdout
         listed = realfork("list")
         assert dom.name in listed.stdout and "running" in listed.stdout
+
+
+def test_sigterm_during_demo_leaves_nothing_behind() -> None:
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "realfork", "demo", "--increments", "10000000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = p.stdout.readline()  # "booted kernel realfork-..."
+    name = line.split()[-1]
+    assert name.startswith("realfork-")
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while True:
+        left = [n for n in os.listdir("/dev/shm") if name in n]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert left == []

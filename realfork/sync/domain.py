@@ -21,7 +21,15 @@ import msgpack
 from ..errors import BadInput, KernelPanic, ResourceError
 from ..probes.ring import ProbeRing, declare_ring
 from ..shm import libc
-from ..shm.segment import Layout, Segment, creator_alive, list_segments, remove_name
+from ..shm.segment import (
+    NAME_PREFIX,
+    Layout,
+    Segment,
+    creator_alive,
+    list_segments,
+    remove_name,
+    segment_path,
+)
 from ..shm.table import Table, declare_table
 from ..shm.turnstile import NCHAINS, ChainLocks
 from . import report as _report
@@ -108,6 +116,18 @@ def reap_stale_segments() -> list[str]:
             remove_name(os.path.join("/dev/shm", name))
             ChainLocks.unlink_names(name)
             removed.append(name)
+    # Chain locks whose segment is gone (their creator died between the two unlinks).
+    for sem in os.listdir("/dev/shm"):
+        if sem.startswith("sem." + NAME_PREFIX) and "." in sem[4:]:
+            seg_name = sem[4:].rsplit(".", 1)[0]
+            path = os.path.join("/dev/shm", sem)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_uid == os.geteuid() and not os.path.exists(segment_path(seg_name))
+                    and time.time() - st.st_mtime > 60):
+                remove_name(path)
     return removed
 
 
