@@ -324,3 +324,33 @@ def test_counting_semaphore(dom: Substrate) -> None:
 def test_curthread_outside_kernel_thread_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         curthread()
+
+
+def test_patient_wait_outlives_the_deadline_while_the_kernel_progresses() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=0.3) as d:
+        m = d.new_mutex("m")
+        cv = d.new_cv("cv")
+        done = []
+
+        def patient() -> None:
+            mutex_enter(m)
+            cv_wait(cv, m, patient=True)
+            mutex_exit(m)
+            done.append(1)
+
+        t = ThreadFactory(d).spawn(patient)
+        for _ in range(10):  # 1 s of progress: three deadlines pass
+            d.g.progress += 1
+            time.sleep(0.1)
+        assert not d.panicked and t.s.t_state == TS_SLEEP
+        with ThreadFactory.adopt(d, "main"):
+            mutex_enter(m)
+            cv_signal(cv)
+            mutex_exit(m)
+        join_all([t])
+        assert done == [1]
+        # with no progress the same wait is a hang
+        t = ThreadFactory(d).spawn(patient)
+        t.os_thread.join(10)
+        rep = d.panic_report()
+        assert rep is not None and rep.kind == "hang"

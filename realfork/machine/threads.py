@@ -43,15 +43,20 @@ class ThreadFactory:
 
     def spawn(self, fn: Callable[..., Any], *args: Any, name: str = "", pid: int = 0,
               lwpid: int = 0) -> KThread:
+        t = self.dom.kthread_create(name, pid, lwpid)
+        self.start(t, fn, *args)
+        return t
+
+    def start(self, t: KThread, fn: Callable[..., Any], *args: Any) -> None:
+        """Bind an allocated kthread to a new OS thread running ``fn(*args)``."""
         dom = self.dom
-        t = dom.kthread_create(name, pid, lwpid)
+        name = t.s.t_name.decode()
         th = threading.Thread(target=_thread_body, args=(dom, t, fn, args),
                               name=f"realfork-kt{t.id}" + (f"-{name}" if name else ""),
                               daemon=True)
         t.os_thread = th
         dom.local_threads.add(t)
         th.start()
-        return t
 
     @staticmethod
     @contextmanager

@@ -24,19 +24,27 @@ from .objects import KCondvar, KMutex
 from .structs import T_WAKEABLE, TS_ONPROC, WAKE_INTERRUPTED, WAKE_SIGNALLED, WAKE_TIMEOUT
 
 
-def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None) -> int:
-    """Sleep on ``cv`` releasing ``m``; reacquire ``m``; the wake reason."""
+def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None,
+              patient: bool = False) -> int:
+    """Sleep on ``cv`` releasing ``m``; reacquire ``m``; the wake reason.
+
+    A *patient* wait (a parent in ``waitid``, a held lwp, ``sleep``) may last
+    longer than the deadline as long as the kernel makes progress
+    (``sync_globals.progress`` moves): its deadline is re-armed instead of
+    panicking.  Only a kernel where nothing moves for a whole deadline is hung.
+    """
     t = _cpu.t
     dom = cv.dom
     lk = cv.lk
-    panic_at = time.monotonic_ns() + dom.timeout_ns
-    deadline = panic_at if until_ns is None or until_ns > panic_at else until_ns
+    # A timed wait is bounded by its own timeout; an untimed one by the deadline.
+    panic_at = time.monotonic_ns() + dom.timeout_ns if until_ns is None else -1
+    deadline = panic_at if until_ns is None else until_ns
     t.record_chain(3)
     wchan = cv.idx + 1
     dom.chain_enter(lk)
     sleepq.enqueue(dom, cv.s, t, wchan, T_WAKEABLE if interruptible else 0, deadline)
     if interruptible and dom.sig_pending(t):
-        # A signal or hold is already pending: give up before sleeping.
+        # A signal or hold request is already pending: give up before sleeping.
         sleepq.unlink(dom, cv.s, t.id)
         t.s.t_wchan = 0
         t.s.t_state = TS_ONPROC
@@ -44,22 +52,29 @@ def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None
         return WAKE_INTERRUPTED
     lk.release()
     mutex_exit(m)
+    seen = dom.g.progress
     why = sleepq.sleep(dom, t, lk, wchan)
-    if why == WAKE_TIMEOUT:
-        if deadline == panic_at:
+    while why == WAKE_TIMEOUT and deadline == panic_at:
+        if not patient or dom.g.progress == seen:
             dom.deadline_expired(t, cv)
+        # The kernel moved meanwhile: keep waiting, with a fresh deadline.
+        seen = dom.g.progress
+        panic_at = deadline = time.monotonic_ns() + dom.timeout_ns
+        t.s.t_deadline_ns = deadline
+        why = sleepq.sleep(dom, t, lk, wchan)
+    if why == WAKE_TIMEOUT:
         why = sleepq.cancel(dom, t, lk, wchan)  # the caller's own timeout
     mutex_enter(m)
     return why
 
 
-def cv_wait(cv: KCondvar, m: KMutex) -> None:
-    _cv_block(cv, m, False, None)
+def cv_wait(cv: KCondvar, m: KMutex, *, patient: bool = False) -> None:
+    _cv_block(cv, m, False, None, patient)
 
 
-def cv_wait_sig(cv: KCondvar, m: KMutex) -> int:
+def cv_wait_sig(cv: KCondvar, m: KMutex, *, patient: bool = False) -> int:
     """0 if interrupted by a signal or hold request, else > 0."""
-    return 0 if _cv_block(cv, m, True, None) == WAKE_INTERRUPTED else 1
+    return 0 if _cv_block(cv, m, True, None, patient) == WAKE_INTERRUPTED else 1
 
 
 def cv_timedwait(cv: KCondvar, m: KMutex, until_ns: int) -> int:
@@ -71,9 +86,9 @@ def cv_reltimedwait(cv: KCondvar, m: KMutex, delta_ns: int) -> int:
     return cv_timedwait(cv, m, time.monotonic_ns() + delta_ns)
 
 
-def cv_timedwait_sig(cv: KCondvar, m: KMutex, until_ns: int) -> int:
+def cv_timedwait_sig(cv: KCondvar, m: KMutex, until_ns: int, *, patient: bool = False) -> int:
     """0 if interrupted, -1 on timeout, > 0 when signalled."""
-    why = _cv_block(cv, m, True, until_ns)
+    why = _cv_block(cv, m, True, until_ns, patient)
     if why == WAKE_INTERRUPTED:
         return 0
     return -1 if why == WAKE_TIMEOUT else 1

@@ -106,4 +106,5 @@ class sync_globals_t(ctypes.Structure):
         ("nsync", ctypes.c_int32),  # ksync objects handed out (bump allocator)
         ("nclasses", ctypes.c_int32),
         ("boot_ns", ctypes.c_int64),
+        ("progress", ctypes.c_uint64),  # bumped by layers above while they make progress
     ]

@@ -1,0 +1,224 @@
+"""The Python API: ``realfork.boot(**params)`` and the booted system.
+
+    with realfork.boot(nproc=64, deadlock_timeout=5) as system:
+        result = system.run("fork1\\n beq rv, 0, child\\n wait\\n exit st\\n child: exit 7")
+        assert result.status == 7
+        system.check()
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadInput, KernelPanic
+from .kernel.kernel import Kernel, layout_for, nsync_needed
+from .kernel.main import format_kernel, kernel_main, start_init, sysproc_main
+from .kernel.params import KernelParams, make_params
+from .kernel.sig import sig_pending_hook, sigtoproc
+from .kernel.structs import PROGRAM_BYTES, SIDL, SSYS, SZOMB
+from .machine.backend import ThreadsMachine
+from .machine.threads import ThreadFactory
+from .probes.ring import ProbeEvent
+from .sync.domain import Substrate
+from .sync.mutex import mutex_enter, mutex_exit
+from .sync.report import WaitReport
+from .user.codec import from_msgpack, to_msgpack
+from .user.interp import lwp_main
+from .user.parser import parse
+from .user.program import Program
+
+COUNTERS = ("sysfork", "sysvfork", "sysforkall", "fork_fail", "syscalls", "nexec", "nexit",
+            "nlwp_create", "holds", "vfork_waits", "procovf")
+
+
+@dataclass
+class RunResult:
+    """What a run produced (a contract: status, probes, counters, report)."""
+
+    status: int | None  # init's exit status (None if it never exited)
+    probes: list[ProbeEvent]
+    counters: dict[str, int]
+    report: WaitReport | None  # the panic or deadlock report, if any
+    killed: list[int] = field(default_factory=list)  # pids still alive when init exited
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.report is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "ok": self.ok, "elapsed": self.elapsed,
+                "counters": self.counters, "killed": self.killed,
+                "report": None if self.report is None else self.report.to_dict(),
+                "probes": [e.to_dict() for e in self.probes]}
+
+
+def as_program(program: str | bytes | Program) -> Program:
+    if isinstance(program, Program):
+        return program
+    if isinstance(program, (bytes, bytearray)):
+        return from_msgpack(bytes(program))
+    if isinstance(program, str):
+        return parse(program)
+    raise BadInput(f"a program is text, msgpack bytes or a Program, not {type(program).__name__}")
+
+
+class System:
+    """A booted kernel (use ``realfork.boot``)."""
+
+    def __init__(self, params: KernelParams) -> None:
+        self.params = params
+        if params.backend != "threads":
+            raise BadInput("the processes backend is not available yet; use backend='threads'")
+        self.dom = Substrate.boot(
+            maxlwps=params.maxlwps, nsync=nsync_needed(params),
+            deadlock_timeout=float(params.deadlock_timeout),
+            probe_capacity=params.probe_capacity,
+            extra_layout=layout_for(params), extra_params={"kernel": params.to_dict()})
+        try:
+            self.K = K = Kernel(self.dom, params)
+            self.dom.sig_pending = sig_pending_hook(K)
+            K.machine = ThreadsMachine(K, lwp_main, sysproc_main)
+            format_kernel(K)
+            with ThreadFactory.adopt(self.dom, "sched") as t:
+                kernel_main(K, t)
+        except BaseException:
+            self.dom.shutdown()
+            raise
+        self.runs = 0
+
+    @property
+    def name(self) -> str:
+        return self.dom.name
+
+    # -- running programs --------------------------------------------------------------
+
+    def run(self, program: str | bytes | Program, timeout: float | None = None) -> RunResult:
+        """Boot init with ``program``; wait until it exits; kill and reap the rest."""
+        prog = as_program(program)
+        K = self.K
+        if self.dom.panicked:
+            raise KernelPanic("the kernel has panicked; boot a new one")
+        data = to_msgpack(prog)
+        if len(data) > PROGRAM_BYTES:
+            raise BadInput("program too large")
+        g = K.g
+        ctypes.memmove(self.dom.seg.region_address("program"), data, len(data))
+        g.program_len = len(data)
+        g.run_seq += 1
+        g.init_exited = 0
+        K.faults.disarm()
+        self.dom.ring.drain()  # probes of earlier runs belong to them
+        t0 = time.monotonic()
+        probes: list[ProbeEvent] = []
+        killed: list[int] = []
+        with ThreadFactory.adopt(self.dom, "sched") as t:
+            K.lwps[t.slot].t_procp = 1  # p0
+            try:
+                err, init = start_init(K, t, prog.entry)
+                if init is None:
+                    raise BadInput(f"cannot create init (errno {err})")
+                deadline = None if timeout is None else t0 + timeout
+                while not g.init_exited and not self.dom.panicked:
+                    probes.extend(self.dom.ring.drain())
+                    if deadline is not None and time.monotonic() > deadline:
+                        try:
+                            self.dom.panic(f"run did not finish within {timeout:g} s",
+                                           kind="hang")
+                        except KernelPanic:
+                            break
+                    time.sleep(0.002)
+                if not self.dom.panicked:
+                    killed = self._end_run(t)
+            except KernelPanic:
+                pass
+            K.lwps[t.slot].t_procp = 0
+        K.faults.disarm()
+        probes.extend(self.dom.ring.drain())
+        self.runs += 1
+        report = self.dom.panic_report() if self.dom.panicked else None
+        status = g.init_status if g.init_exited else None
+        return RunResult(status, probes, self.counters(), report, killed,
+                         time.monotonic() - t0)
+
+    def _end_run(self, t: Any) -> list[int]:
+        """SIGKILL every user process still alive, wait, and reap every zombie."""
+        from .kernel.exit import freeproc
+        from .kernel.syscall import _kill_releases_proc_stops
+
+        K = self.K
+        killed: list[int] = []
+        deadline = time.monotonic() + 10 * self.params.deadlock_timeout
+        while True:
+            alive = []
+            mutex_enter(K.pidlock)
+            for p in self._practive():
+                s = p.s
+                if s.p_flag & SSYS or s.p_stat in (SZOMB, SIDL):
+                    continue
+                alive.append(p)
+                mutex_enter(p.p_lock)
+                if s.p_pid not in killed:
+                    killed.append(s.p_pid)
+                sigtoproc(K, p, 9)
+                _kill_releases_proc_stops(K, p)
+                mutex_exit(p.p_lock)
+            if not alive:
+                # reap every zombie, init last
+                for p in self._practive():
+                    if p.s.p_stat == SZOMB and p.id != K.g.proc_init:
+                        freeproc(K, p)
+                init = K.g.proc_init
+                if init and K.proc(init).s.p_stat == SZOMB:
+                    freeproc(K, K.proc(init))
+                K.g.proc_init = 0
+                mutex_exit(K.pidlock)
+                return killed
+            mutex_exit(K.pidlock)
+            if time.monotonic() > deadline:
+                self.dom.panic(f"processes {[p.s.p_pid for p in alive]} would not die",
+                               kind="hang")
+            time.sleep(0.002)
+
+    def _practive(self) -> list[Any]:
+        K = self.K
+        out = []
+        q = K.g.practive
+        while q:
+            p = K.proc(q)
+            out.append(p)
+            q = p.s.p_next
+        return out
+
+    # -- state ------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        g = self.K.g
+        c = {name: int(getattr(g, name)) for name in COUNTERS}
+        c["nproc"] = g.nproc
+        c["probes_dropped"] = int(self.dom.ring.dropped)
+        c["faults_injected"] = sum(v["failures"] for v in self.K.faults.stats().values())
+        return c
+
+    def check(self) -> None:
+        """Run the invariant checker; raises InvariantViolation listing every problem."""
+        from .kernel.check import check_kernel
+
+        check_kernel(self.K)
+
+    def close(self) -> None:
+        self.dom.shutdown()
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def boot(**params: Any) -> System:
+    """Boot a kernel; see ``realfork.kernel.params.KernelParams`` for the parameters."""
+    return System(make_params(**params))

@@ -1,0 +1,171 @@
+"""``os/main.c``: bring the kernel up.  The objects every process refers to
+(the kernel address space, the global zone, project 0, task0, the default
+pool, the system contract, the root vnode, kcred), then p0 (``sched``), then
+the system processes ``pageout`` and ``fsflush`` through ``newproc``'s
+syscid path.  init is created by each run (``start_init``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..sync.condvar import cv_reltimedwait
+from ..sync.kthread import KThread
+from ..sync.mutex import mutex_enter, mutex_exit
+from .errno_defs import EAGAIN
+from .fork import newproc
+from .lwpdir import dir_alloc, dir_install
+from .pid import pid_assign
+from .resources import (
+    VN_HOLD,
+    contract_create,
+    cred_create,
+    pool_create,
+    pool_ref_add,
+    project_create,
+    rctl_set_create,
+    task_attach,
+    task_create,
+    vn_create,
+    zone_create,
+)
+from .session import pgjoin, pgrp_create, sess_create
+from .structs import SRUN, SSYS
+from .vm import as_alloc
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .proc import Proc
+
+SYSPROC_PERIOD_NS = 250_000_000
+
+
+def format_kernel(K: Kernel) -> None:
+    """Lay out every table and the kernel's synchronization objects (creator only)."""
+    from .proc import NPROCSYNC
+
+    p = K.params
+    dom = K.dom
+    for table in (K.procs, K.ases, K.creds, K.vnodes, K.tasks, K.projects, K.zones, K.pools,
+                  K.pgrps, K.sessions, K.contracts, K.rctlsets, *K.dirs):
+        table.format()
+    m = K.kg_sync
+    m.pidlock = dom.new_mutex("pidlock").idx
+    m.pidlinklock = dom.new_mutex("pidlinklock").idx
+    m.pr_pidlock = dom.new_mutex("pr_pidlock").idx
+    m.zone_nlwps_lock = dom.new_mutex("zone_nlwps_lock").idx
+    m.pool_barrier_lock = dom.new_mutex("pool_barrier_lock").idx
+    m.pool_barrier_cv = dom.new_cv("pool_barrier_cv").idx
+    m.task_hash_lock = dom.new_mutex("task_hash_lock").idx
+    m.run_cv = dom.new_cv("run_cv").idx
+    m.procsync_base = dom.g.nsync
+    for slot in range(p.nproc):
+        dom.new_mutex("p_lock", slot, "slot")
+        for name in ("p_cv", "p_holdlwps", "p_lwpexit", "p_poolcv", "pr_pid_cv"):
+            dom.new_cv(name, slot, "slot")
+    assert dom.g.nsync == m.procsync_base + NPROCSYNC * p.nproc
+    m.tcv_base = dom.g.nsync
+    for slot in range(p.maxlwps):
+        dom.new_cv("t_cv", slot + 1, "kthread")
+    m.aslock_base = dom.g.nsync
+    for slot in range(K.ases.capacity):
+        dom.new_rwlock("a_lock", slot + 1, "as")
+    m.rcslock_base = dom.g.nsync
+    for slot in range(K.rctlsets.capacity):
+        dom.new_mutex("rcs_lock", slot + 1, "rctl")
+    m.ctlock_base = dom.g.nsync
+    for slot in range(K.contracts.capacity):
+        dom.new_mutex("ct_lock", slot + 1, "ct")
+    K._bind_locks()
+    g = K.g
+    g.v_proc = p.nproc
+    g.v_maxupttl = p.v_maxupttl
+    g.v_maxup = p.v_maxup
+    g.maxpid = p.maxpid
+    g.minpid = 1
+    g.mpid = 1  # init takes pid 1 itself; others start after it
+    g.ncpus = p.ncpus
+    g.next_taskid = 0
+    g.next_ctid = 1
+    K.faults.format(p.faults)
+
+
+def kernel_main(K: Kernel, t: KThread) -> None:
+    """Create p0 and the system processes.  ``t`` is the supervisor's borrowed
+    kernel thread, which does sched's work (p0 has no lwps of its own)."""
+    g = K.g
+    g.kas = as_alloc(K)
+    zone = g.global_zone = zone_create(K, 0)
+    proj = project_create(K, 0)
+    g.pool_default = pool_create(K, 0)
+    g.sys_contract = contract_create(K)
+    g.task0 = task_create(K, proj, zone)
+    rootvp = vn_create(K, "/")
+    vn_create(K, "/sbin/init")
+    kcred = cred_create(K, 0, zone, privileged=True)
+    # p0: sched
+    p0 = pid_assign(K, 0, zone=zone)
+    assert p0 is not None and p0.slot == 0
+    s = p0.s
+    s.p_flag = SSYS
+    s.p_stat = SRUN
+    s.p_cred = kcred
+    s.p_zone = zone
+    s.p_as = g.kas
+    s.u_cdir = rootvp
+    VN_HOLD(K, rootvp)
+    s.p_rctls = rctl_set_create(K)
+    s.p_ct_process = g.sys_contract
+    s.p_lwpfree = -1
+    d = dir_alloc(K, 2)
+    dir_install(K, p0, d, 2)
+    pool_ref_add(K, g.pool_default, 1)
+    K.lwps[t.slot].t_procp = p0.id
+    mutex_enter(K.pidlock)
+    g.nproc = 1
+    g.practive = p0.id
+    sess = sess_create(K, 0)
+    pg = pgrp_create(K, 0, sess)
+    pgjoin(K, p0, pg)
+    mutex_enter(p0.p_lock)
+    task_attach(K, g.task0, p0)
+    mutex_exit(p0.p_lock)
+    mutex_exit(K.pidlock)
+    from .resources import task_rele
+
+    task_rele(K, g.task0)  # task_create's creator hold: p0's membership keeps it
+    for name in ("pageout", "fsflush"):
+        if newproc(K, t, syscid=True, name=name, prepare=_sysproc_prepare) is None:
+            K.dom.panic(f"cannot create {name}")
+
+
+def _sysproc_prepare(K: Kernel, cp: Proc, ct: KThread) -> None:
+    K.lwps[ct.slot].pc = -2  # runs sysproc_main, not user code
+
+
+def sysproc_main(K: Kernel, t: KThread) -> None:
+    """pageout and fsflush: wake up periodically until the kernel shuts down."""
+    p = K.proc(K.lwps[t.slot].t_procp)
+    cv = K.t_cv(t)
+    mutex_enter(p.p_lock)
+    while True:
+        cv_reltimedwait(cv, p.p_lock, SYSPROC_PERIOD_NS)
+
+
+def start_init(K: Kernel, t: KThread, entry: int) -> tuple[int, Proc | None]:
+    """Create init (pid 1) running the user's program from ``entry``, as uid 0."""
+    def prepare(K: Kernel, cp: Proc, ct: KThread) -> None:
+        cp.s.p_as = as_alloc(K)  # init's exec, condensed: a fresh address space
+        cp.s.p_exec = _init_vnode(K)
+        VN_HOLD(K, cp.s.p_exec)
+        K.lwps[ct.slot].pc = entry
+        K.g.proc_init = cp.id
+
+    cp = newproc(K, t, syscid=False, fixed_pid=1, name="init", prepare=prepare)
+    return (0 if cp is not None else EAGAIN), cp
+
+
+def _init_vnode(K: Kernel) -> int:
+    for i in K.vnodes.used():
+        if K.vnodes.slots[i].v_name == b"/sbin/init":
+            return i + 1
+    return 0

@@ -1,0 +1,170 @@
+"""``os/pid.c``: pids, /proc slots, ``prfind`` and the per-user process count.
+
+The pid hash is an array indexed by pid (``pidtab``); an entry is in use
+while its ``struct pid`` exists.  Lock order: pidlock -> pidlinklock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from .proc import Proc
+from .structs import NIL, SIDL
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+def pid_assign(K: Kernel, fixed: int | None = None, zone: int = 0) -> Proc | None:
+    """Take a /proc slot and a pid for a new proc; None if either is exhausted.
+
+    The search starts after the last pid handed out (``mpid``), wraps to
+    ``minpid`` at ``maxpid``, and skips pids still in use.  The slot's
+    persistent ``p_lock`` is renamed after the new pid.
+    """
+    slot = K.procs.alloc()  # procentfree
+    if slot is None:
+        return None
+    K.procs.zero(slot)
+    K.procs.slots[slot].p_zone = zone  # before prfind can see it (the 6439016 fix)
+    g = K.g
+    tab = K.pidtab
+    mutex_enter(K.pidlinklock)
+    if fixed is not None:
+        pid = fixed if not tab[fixed].pid_used else -1
+    else:
+        pid = -1
+        cand = g.mpid
+        for _ in range(g.maxpid - g.minpid + 1):
+            cand += 1
+            if cand > g.maxpid:
+                cand = g.minpid
+            if not tab[cand].pid_used:
+                pid = cand
+                break
+    if pid < 0:
+        mutex_exit(K.pidlinklock)
+        K.procs.free(slot)
+        return None
+    if fixed is None:
+        g.mpid = pid
+    e = tab[pid]
+    e.pid_used = 1
+    e.pid_ref = 1
+    e.pid_prinactive = 0
+    e.pid_prslot = slot + 1
+    p = K.procs_h(slot)
+    p.s.p_pid = pid
+    p.s.p_stat = SIDL
+    mutex_exit(K.pidlinklock)
+    for lk in (p.p_lock, p.p_cv, p.p_holdlwps, p.p_lwpexit, p.p_poolcv, p.pr_pid_cv):
+        lk.set_instance(pid)
+    return p
+
+
+def pid_rele(K: Kernel, pid: int) -> None:
+    """Unhash and free the pid (pidlinklock)."""
+    mutex_enter(K.pidlinklock)
+    e = K.pidtab[pid]
+    e.pid_used = 0
+    e.pid_ref = 0
+    e.pid_prslot = 0
+    e.pid_prinactive = 0
+    mutex_exit(K.pidlinklock)
+
+
+def proc_entry_free(K: Kernel, p: Proc) -> None:
+    """Mark the pid inactive and give the /proc slot back."""
+    mutex_enter(K.pidlinklock)
+    K.pidtab[p.s.p_pid].pid_prinactive = 1
+    mutex_exit(K.pidlinklock)
+    K.procs.free(p.slot)
+
+
+def pid_exit(K: Kernel, p: Proc) -> None:
+    """Free a proc that is off every family list (requires pidlock)."""
+    from .session import pgexit
+
+    assert MUTEX_HELD(K.pidlock)
+    s = p.s
+    if s.p_pgrp:
+        pgexit(K, p)
+    # unlink from practive
+    if s.p_prev:
+        K.proc(s.p_prev).s.p_next = s.p_next
+    elif K.g.practive == p.id:
+        K.g.practive = s.p_next
+    if s.p_next:
+        K.proc(s.p_next).s.p_prev = s.p_prev
+    s.p_next = s.p_prev = NIL
+    pid = s.p_pid
+    s.p_stat = 0
+    proc_entry_free(K, p)
+    pid_rele(K, pid)
+    K.g.nproc -= 1
+
+
+def prfind(K: Kernel, pid: int) -> Proc | None:
+    """The proc with ``pid``, SIDL and SZOMB ones included (requires pidlock)."""
+    assert MUTEX_HELD(K.pidlock)
+    if not 0 <= pid <= K.g.maxpid:
+        return None
+    mutex_enter(K.pidlinklock)
+    e = K.pidtab[pid]
+    slot = e.pid_prslot if e.pid_used and not e.pid_prinactive else 0
+    mutex_exit(K.pidlinklock)
+    return K.proc(slot) if slot else None
+
+
+# -- upcount: processes per (real uid, zone), under pidlock ---------------------------
+
+
+def _upcount_find(K: Kernel, uid: int, zone: int, create: bool) -> int:
+    tab = K.upcounts
+    n = len(tab)
+    h = (uid * 31 + zone) % n
+    free = -1
+    for i in range(n):
+        e = tab[(h + i) % n]
+        if e.up_used and e.up_uid == uid and e.up_zone == zone:
+            return (h + i) % n
+        if not e.up_used:
+            if free < 0:
+                free = (h + i) % n
+            if e.up_zone == 0:  # never used: the probe sequence ends here
+                break
+    if not create or free < 0:
+        return -1
+    e = tab[free]
+    e.up_used, e.up_uid, e.up_zone, e.up_count = 1, uid, zone, 0
+    return free
+
+
+def upcount_inc(K: Kernel, uid: int, zone: int) -> None:
+    assert MUTEX_HELD(K.pidlock)
+    i = _upcount_find(K, uid, zone, True)
+    if i < 0:
+        K.dom.panic(f"upcount_inc: no room for uid {uid}")
+    K.upcounts[i].up_count += 1
+
+
+def upcount_dec(K: Kernel, uid: int, zone: int) -> None:
+    assert MUTEX_HELD(K.pidlock)
+    i = _upcount_find(K, uid, zone, False)
+    if i < 0:
+        K.dom.panic(f"upcount_dec: no upcount entry for uid {uid} zone {zone}")
+    e = K.upcounts[i]
+    e.up_count -= 1
+    if e.up_count == 0:
+        e.up_used = 0  # up_zone stays set: a tombstone keeps probe chains whole
+
+
+def upcount_get(K: Kernel, uid: int, zone: int) -> int:
+    assert MUTEX_HELD(K.pidlock)
+    i = _upcount_find(K, uid, zone, False)
+    return K.upcounts[i].up_count if i >= 0 else 0
+
+
+def upcounts(K: Kernel) -> dict[tuple[int, int], int]:
+    return {(e.up_uid, e.up_zone): e.up_count for e in K.upcounts if e.up_used}

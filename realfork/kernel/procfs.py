@@ -1,0 +1,69 @@
+"""/proc control as fork meets it: the P_PR_LOCK protocol (``sprlock``,
+``sprunlock``, ``prbarrier``), the agent lwp, inherit-on-fork tracing and
+stop-on-exit-from-fork.
+
+P_PR_LOCK is a flag in ``p_proc_flag`` used as a sleeping lock: its waiters
+sleep on the slot's ``pr_pid_cv`` with ``p_lock``.  Kernel code that changes
+``p_tlist``, ``p_as`` or lwp state first waits it out with ``prbarrier``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..sync.condvar import cv_signal, cv_wait
+from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from .proc import Proc
+from .structs import P_PR_LOCK, SEXITING, SEXITLWPS, SIDL, SZOMB
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+def prbarrier(K: Kernel, p: Proc) -> None:
+    """Wait until /proc lets go of ``p`` (requires p_lock)."""
+    assert MUTEX_HELD(p.p_lock)
+    if p.s.p_proc_flag & P_PR_LOCK:
+        while p.s.p_proc_flag & P_PR_LOCK:
+            cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
+        cv_signal(p.pr_pid_cv)  # pass the wake-up on to the next waiter
+
+
+def sprlock_proc(K: Kernel, p: Proc) -> None:
+    """Take P_PR_LOCK on ``p`` (requires p_lock, still held on return)."""
+    assert MUTEX_HELD(p.p_lock)
+    while p.s.p_proc_flag & P_PR_LOCK:
+        cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
+    p.s.p_proc_flag |= P_PR_LOCK
+
+
+def sprunlock(K: Kernel, p: Proc) -> None:
+    """Release P_PR_LOCK and drop p_lock."""
+    assert MUTEX_HELD(p.p_lock)
+    cv_signal(p.pr_pid_cv)
+    p.s.p_proc_flag &= ~P_PR_LOCK
+    mutex_exit(p.p_lock)
+
+
+def sprlock(K: Kernel, pid: int) -> Proc | None:
+    """Find ``pid`` and take P_PR_LOCK on it, p_lock held on return; None if it
+    is gone, a zombie, being created or exiting."""
+    from .pid import prfind
+
+    mutex_enter(K.pidlock)
+    p = prfind(K, pid)
+    if p is None:
+        mutex_exit(K.pidlock)
+        return None
+    mutex_enter(p.p_lock)  # the lock is persistent: safe after dropping pidlock
+    mutex_exit(K.pidlock)
+    while True:
+        s = p.s
+        if s.p_pid != pid or s.p_stat in (SZOMB, SIDL, 0) or s.p_flag & (SEXITING | SEXITLWPS):
+            mutex_exit(p.p_lock)
+            return None
+        if not s.p_proc_flag & P_PR_LOCK:
+            break
+        cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
+    p.s.p_proc_flag |= P_PR_LOCK
+    return p

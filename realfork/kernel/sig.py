@@ -1,0 +1,255 @@
+"""``os/sig.c`` as fork needs it: stopping (``stop``, ``setrun_locked``),
+``issig``/``psig``, posting signals (``sigtoproc``), ``sigdefault``, and the
+checks ``ISSIG_PENDING``/``MUSTRETURN`` that make interruptible sleeps give up.
+
+Stopped lwps wait on their own ``t_cv`` with ``p_lock`` (realfork's
+``thread_lock``) until ``setrun_locked`` sees every start bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..sync.condvar import cv_broadcast, cv_signal, cv_wait, cv_wait_sig
+from ..sync.kthread import KThread, _cpu
+from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from ..sync.objects import KCondvar, KMutex
+from ..sync.sleepq import wakeup_interruptible
+from .proc import Proc
+from .signal_defs import NSIG, SIGCHLD, SIGCONT, SIGKILL, SIGPWR, SIGURG, SIGWINCH
+from .structs import (
+    LWP_ONPROC,
+    LWP_STOPPED,
+    PR_REQUESTED,
+    PR_SUSPENDED,
+    SEXITLWPS,
+    SHOLDFORK,
+    SHOLDFORK1,
+    SHOLDWATCH,
+    SKILLED,
+    SUSPEND_NORMAL,
+    SVFWAIT,
+    TP_CHKPT,
+    TP_EXITLWP,
+    TP_HOLDLWP,
+    TP_PAUSE,
+    TP_PRSTOP,
+    TS_ALLSTART,
+    TS_CSTART,
+    TS_PSTART,
+    TS_UNPAUSE,
+)
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+SIGMASK_ALL = (1 << NSIG) - 2
+DEFAULT_IGNORE = (1 << SIGCHLD) | (1 << SIGPWR) | (1 << SIGWINCH) | (1 << SIGURG) | (1 << SIGCONT)
+
+
+def sigbit(sig: int) -> int:
+    return 1 << sig
+
+
+# -- predicates ---------------------------------------------------------------------------
+
+
+def ISHOLD(p: Proc) -> bool:
+    return bool(p.s.p_flag & SHOLDFORK)
+
+
+def MUSTRETURN(p: Proc) -> bool:
+    """Interruptible sleeps must give up (a forkall is holding the process)."""
+    return bool(p.s.p_flag & SHOLDFORK)
+
+
+def deliverable(K: Kernel, t: KThread, p: Proc) -> int:
+    """Pending signals that would do something: not held, not ignored."""
+    lw = K.lwps[t.slot]
+    s = p.s
+    pend = (s.p_sig | lw.t_sig) & ~lw.t_hold
+    ignored = s.p_ignore | (DEFAULT_IGNORE & ~s.p_catch)
+    pend &= ~ignored | sigbit(SIGKILL)
+    if s.p_flag & SVFWAIT:  # a vfork parent reacts only to SIGKILL
+        pend &= sigbit(SIGKILL)
+    return pend
+
+
+def ISSIG_PENDING(K: Kernel, t: KThread, p: Proc) -> bool:
+    lw = K.lwps[t.slot]
+    return bool(p.s.p_flag & (SEXITLWPS | SKILLED | SHOLDFORK1 | SHOLDWATCH)
+                or lw.t_proc_flag & (TP_PRSTOP | TP_HOLDLWP | TP_CHKPT | TP_PAUSE | TP_EXITLWP)
+                or deliverable(K, t, p))
+
+
+def sig_pending_hook(K: Kernel) -> Callable[[KThread], bool]:
+    """What ``cv_wait_sig`` asks before and after sleeping."""
+    def pending(t: KThread) -> bool:
+        ptr = K.lwps[t.slot].t_procp
+        if not ptr:
+            return bool(t.s.t_sig_check)
+        p = K.proc(ptr)
+        return MUSTRETURN(p) or ISSIG_PENDING(K, t, p)
+    return pending
+
+
+# -- running and stopping -------------------------------------------------------------------
+
+
+def aston(t: KThread) -> None:
+    """Make ``t`` take the AST path on its way back to user mode (no lock)."""
+    t.s.t_astflag = 1
+
+
+def SUSPENDED(K: Kernel, t: KThread) -> bool:
+    lw = K.lwps[t.slot]
+    return lw.t_kstate == LWP_STOPPED and not (
+        lw.t_schedflag & TS_CSTART and lw.t_schedflag & TS_UNPAUSE)
+
+
+def setrun_locked(K: Kernel, t: KThread) -> None:
+    """Start a stopped lwp once it holds every start bit (p_lock held)."""
+    lw = K.lwps[t.slot]
+    if lw.t_kstate == LWP_STOPPED and lw.t_schedflag & TS_ALLSTART == TS_ALLSTART:
+        lw.t_schedflag &= ~TS_ALLSTART
+        lw.t_kstate = LWP_ONPROC
+        cv_signal(K.t_cv(t))
+
+
+def setrun_sleeper(K: Kernel, t: KThread) -> bool:
+    """Wake ``t`` if it sleeps interruptibly (the T_WAKEABLE case of setrun)."""
+    if wakeup_interruptible(K.dom, t.id):
+        return True
+    # The sleeper may be between queueing and looking at its flags: a full
+    # barrier, then one more look, closes the window across OS processes.
+    K.dom.chains.chain(0).acquire()
+    K.dom.chains.chain(0).release()
+    return wakeup_interruptible(K.dom, t.id)
+
+
+def thread_stop_wait(K: Kernel, t: KThread, p: Proc) -> None:
+    """Sleep stopped until ``setrun_locked`` (p_lock held throughout)."""
+    lw = K.lwps[t.slot]
+    lw.t_kstate = LWP_STOPPED
+    cv = K.t_cv(t)
+    while lw.t_kstate == LWP_STOPPED:
+        cv_wait(cv, p.p_lock, patient=True)
+
+
+def stop(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> bool:
+    """Stop the calling lwp (requires p_lock; held again on return).  False if
+    there was nothing to stop for."""
+    from .procfs import prbarrier
+
+    assert MUTEX_HELD(p.p_lock)
+    lw = K.lwps[t.slot]
+    s = p.s
+    if why == PR_SUSPENDED and what == SUSPEND_NORMAL:
+        if not (lw.t_proc_flag & TP_HOLDLWP or s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH)):
+            return False
+        if lw.lwp_asleep and s.p_flag & SHOLDFORK:
+            return False  # hold at the top of the stack, not inside the sleep
+        lw.t_schedflag |= TS_ALLSTART & ~TS_CSTART
+        lw.t_whystop, lw.t_whatstop = why, what
+        s.p_lwprcnt -= 1
+        if s.p_lwprcnt == 0 or lw.t_proc_flag & TP_HOLDLWP:
+            cv_broadcast(p.p_holdlwps)
+        K.g.holds += 1
+        K.fire("proc:::hold-start", s.p_pid, lw.t_tid, why)
+    else:
+        lw.t_schedflag |= TS_ALLSTART & ~TS_PSTART
+        lw.t_whystop, lw.t_whatstop = why, what
+        cv_broadcast(p.p_holdlwps)  # holdlwps may be waiting for us in sympathy
+        cv_broadcast(p.pr_pid_cv)
+    thread_stop_wait(K, t, p)
+    lw.t_whystop = 0
+    if why == PR_SUSPENDED:
+        K.fire("proc:::hold-done", s.p_pid, lw.t_tid, why)
+    prbarrier(K, p)
+    return True
+
+
+# -- signals ----------------------------------------------------------------------------
+
+
+def issig(K: Kernel, t: KThread, p: Proc) -> int:
+    """Honour stop requests; the signal to act on (0 none, -1 the lwp must exit).
+
+    Hold requests of fork1/vfork/watchpoints and lwp_suspend stop the lwp in
+    place here; a /proc stop request stops it as PR_REQUESTED.
+    """
+    lw = K.lwps[t.slot]
+    s = p.s
+    mutex_enter(p.p_lock)
+    try:
+        while True:
+            if s.p_flag & SEXITLWPS or lw.t_proc_flag & TP_EXITLWP:
+                return -1
+            if (lw.t_proc_flag & TP_HOLDLWP or s.p_flag & (SHOLDFORK1 | SHOLDWATCH)) \
+                    and not lw.lwp_nostop:
+                if not stop(K, t, p, PR_SUSPENDED, SUSPEND_NORMAL):
+                    return 0
+                continue
+            if lw.t_proc_flag & TP_PRSTOP:
+                lw.t_proc_flag &= ~TP_PRSTOP
+                stop(K, t, p, PR_REQUESTED, 0)
+                continue
+            pend = deliverable(K, t, p)
+            if s.p_flag & SKILLED:
+                pend |= sigbit(SIGKILL)
+            if not pend:
+                return 0
+            sig = (pend & -pend).bit_length() - 1
+            s.p_sig &= ~sigbit(sig)
+            lw.t_sig &= ~sigbit(sig)
+            lw.lwp_cursig = sig
+            return sig
+    finally:
+        mutex_exit(p.p_lock)
+
+
+def sigtoproc(K: Kernel, p: Proc, sig: int) -> None:
+    """Post ``sig`` to ``p`` and make an lwp notice it (requires p_lock)."""
+    assert MUTEX_HELD(p.p_lock)
+    s = p.s
+    if sig == SIGKILL:
+        s.p_flag |= SKILLED
+    ignored = s.p_ignore | (DEFAULT_IGNORE & ~s.p_catch)
+    if sig != SIGKILL and ignored & sigbit(sig):
+        return  # discarded at once, as illumos does for ignored signals
+    s.p_sig |= sigbit(sig)
+    for t in p.threads():
+        aston(t)
+        t.s.t_sig_check = 1
+        setrun_sleeper(K, t)
+
+
+def sigdefault(K: Kernel, p: Proc) -> None:
+    """Caught signals revert to SIG_DFL (vfork child, exec)."""
+    from .structs import SJCTL, SNOWAIT
+
+    s = p.s
+    if s.p_catch & sigbit(SIGCHLD):
+        s.p_flag &= ~(SNOWAIT | SJCTL)
+    s.p_catch = 0
+
+
+def kcv_wait_sig(K: Kernel, cv: KCondvar, m: KMutex) -> int:
+    """``cv_wait_sig`` with illumos's epilogue: 0 when the system call must
+    fail with EINTR; > 0 after a wake-up or after being stopped in place by a
+    hold or /proc request (the caller re-checks its condition).  Patient."""
+    t = _cpu.t
+    r = cv_wait_sig(cv, m, patient=True)
+    if r > 0:
+        return r
+    p = K.proc(K.lwps[t.slot].t_procp)
+    if MUSTRETURN(p):
+        return 0
+    lw = K.lwps[t.slot]
+    mutex_exit(m)
+    lw.lwp_asleep = 1
+    sig = issig(K, t, p)
+    lw.lwp_asleep = 0
+    mutex_enter(m)
+    return 0 if sig else 1

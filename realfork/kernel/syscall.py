@@ -1,0 +1,483 @@
+"""System-call entry and exit, the AST trap, and the system calls of the
+user instruction set.
+
+``syscall`` is the one way into the kernel from user mode: it saves nothing
+itself (the interpreter has saved the user context in ``klwp_t``), runs the
+handler, stores the result and runs ``post_syscall``: ``vfwait`` for a
+vfork parent, then the signal/hold check (``holdlwp``, ``issig``,
+``psig``), then the return registers.  ``trap_ast`` is the same check taken
+between user instructions, as a CPU takes an AST trap on its way back to
+user mode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..sync.condvar import cv_timedwait_sig
+from ..sync.kthread import KThread
+from ..sync.mutex import mutex_enter, mutex_exit
+from .errno_defs import EAGAIN, EBUSY, EINVAL, EPERM, ESRCH
+from .exit import exit_proc, waitid
+from .fork import fork1, forkall, vfork, vfwait
+from .lwp import (
+    holdlwp,
+    idtot,
+    lwp_continue,
+    lwp_create,
+    lwp_create_done,
+    lwp_exit,
+    lwp_suspend,
+    lwp_wait,
+    start_lwp,
+)
+from .pid import prfind, upcount_dec, upcount_inc
+from .proc import Proc
+from .procfs import sprlock, sprunlock
+from .resources import cred_create, crfree
+from .sig import (
+    DEFAULT_IGNORE,
+    MUSTRETURN,
+    issig,
+    setrun_locked,
+    sigbit,
+    sigtoproc,
+)
+from .signal_defs import NSIG, SIGKILL, SIGSTOP
+from .structs import (
+    CLD_EXITED,
+    CLD_KILLED,
+    LWP_STOPPED,
+    P_PR_FORK,
+    P_PR_STOPFORK,
+    P_PR_TRACE,
+    PR_REQUESTED,
+    SEXITING,
+    SKILLED,
+    SVFWAIT,
+    T_FORKALL,
+    TP_PRSTOP,
+    TP_TWAIT,
+    TS_PSTART,
+)
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+Result = tuple[int, int, int]
+REG_RV, REG_ERR, REG_ST = 8, 9, 10  # realfork.user.isa.REGISTERS
+
+# System calls by name; a system call's number is its position + 1.
+SYSCALLS = ("fork1", "forkall", "vfork", "exit", "exec", "wait", "getpid", "getppid",
+            "lwp_create", "lwp_exit", "lwp_self", "lwp_suspend", "lwp_continue", "lwp_wait",
+            "sleep", "kill", "sigaction", "setuid", "prlock", "pragent", "prfork",
+            "prstopfork", "prrun")
+SYSNUM = {name: i + 1 for i, name in enumerate(SYSCALLS)}
+SYS_vfork = SYSNUM["vfork"]
+FORKS = (SYSNUM["fork1"], SYSNUM["forkall"], SYSNUM["vfork"])
+SYS_wait = SYSNUM["wait"]
+
+
+class ExecDone(Exception):
+    """exec succeeded: the interpreter reloads its context (no return values)."""
+
+
+def curproc_t(K: Kernel, t: KThread) -> Proc:
+    return K.proc(K.lwps[t.slot].t_procp)
+
+
+# -- the way in and out ---------------------------------------------------------------
+
+
+def syscall(K: Kernel, t: KThread, sysnum: int, a0: int = 0, a1: int = 0) -> None:
+    """Run system call ``sysnum``; results go to the saved registers."""
+    lw = K.lwps[t.slot]
+    lw.t_sysnum = sysnum
+    K.progress()
+    K.g.syscalls += 1
+    p = curproc_t(K, t)
+    try:
+        err, rv1, rv2 = HANDLERS[sysnum](K, t, p, a0, a1)
+    except ExecDone:
+        lw.t_sysnum = 0
+        post_syscall(K, t, exec_done=True)
+        return
+    lw.lwp_errno, lw.lwp_rval1, lw.lwp_rval2 = err, rv1, rv2
+    post_syscall(K, t)
+
+
+def post_syscall(K: Kernel, t: KThread, exec_done: bool = False) -> None:
+    lw = K.lwps[t.slot]
+    ts = t.s
+    p = curproc_t(K, t)
+    sysnum = lw.t_sysnum
+    # the 2006 test: vfork returned (pid, 0) without error
+    if sysnum == SYS_vfork and lw.lwp_rval2 == 0 and lw.lwp_errno == 0:
+        vfwait(K, t, int(lw.lwp_rval1))
+    sig_check(K, t, p)
+    lw.t_flag &= ~T_FORKALL
+    if not exec_done and sysnum:
+        regs = lw.regs
+        if lw.lwp_errno:
+            regs[REG_RV], regs[REG_ERR] = -1, lw.lwp_errno
+        else:
+            # libc: a fork child sees (parent pid, 1) and returns 0
+            regs[REG_RV] = 0 if sysnum in FORKS and lw.lwp_rval2 == 1 else lw.lwp_rval1
+            regs[REG_ERR] = 0
+            if sysnum == SYS_wait:
+                regs[REG_ST] = lw.lwp_rval2
+    lw.t_sysnum = 0
+    ts.t_sig_check = 0
+
+
+def sig_check(K: Kernel, t: KThread, p: Proc) -> None:
+    """Holds, /proc stops and signals, on the way back to user mode."""
+    ts = t.s
+    lw = K.lwps[t.slot]
+    if not (ts.t_astflag or ts.t_sig_check or lw.lwp_cursig):
+        return
+    ts.t_astflag = 0
+    holdlwp(K, t, p)
+    sig = lw.lwp_cursig or issig(K, t, p)
+    if sig < 0:  # another lwp is exiting the process
+        holdlwp(K, t, p)
+        mutex_enter(p.p_lock)
+        lwp_exit(K, t, p)
+    if sig > 0:
+        psig(K, t, p, sig)
+    holdlwp(K, t, p)
+
+
+def trap_ast(K: Kernel, t: KThread) -> None:
+    """The AST trap between user instructions."""
+    t.s.t_sig_check = 1
+    sig_check(K, t, curproc_t(K, t))
+    t.s.t_sig_check = 0
+
+
+def psig(K: Kernel, t: KThread, p: Proc, sig: int) -> None:
+    """Act on the current signal: a caught one is consumed (realfork has no
+    handlers to run); an uncaught one takes its default action."""
+    lw = K.lwps[t.slot]
+    lw.lwp_cursig = 0
+    s = p.s
+    if sig != SIGKILL and (s.p_catch & sigbit(sig) or (s.p_ignore | DEFAULT_IGNORE) & sigbit(sig)):
+        return
+    exit_proc(K, t, p, CLD_KILLED, sig)
+
+
+# -- process creation and life ---------------------------------------------------------
+
+
+def sys_fork1(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    return fork1(K, t)
+
+
+def sys_forkall(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    return forkall(K, t)
+
+
+def sys_vfork(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    return vfork(K, t)
+
+
+def sys_exit(K: Kernel, t: KThread, p: Proc, status: int, a1: int) -> Result:
+    exit_proc(K, t, p, CLD_EXITED, status & 0xFF)
+    raise AssertionError("exit returned")  # pragma: no cover
+
+
+def sys_exec(K: Kernel, t: KThread, p: Proc, entry: int, a1: int) -> Result:
+    from .exec import exec_common
+
+    err = exec_common(K, t, p, entry)
+    if err:
+        return err, 0, 0
+    raise ExecDone()
+
+
+def sys_wait(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
+    return waitid(K, t, pid)
+
+
+def sys_getpid(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    return 0, p.s.p_pid, 0
+
+
+def sys_getppid(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    return 0, p.s.p_ppid, 0
+
+
+# -- lwps ------------------------------------------------------------------------------------
+
+
+def sys_lwp_create(K: Kernel, t: KThread, p: Proc, entry: int, a1: int) -> Result:
+    if p.s.p_flag & (SKILLED | SEXITING):
+        return EAGAIN, 0, 0
+    nt = lwp_create(K, p)
+    if nt is None:
+        return EAGAIN, 0, 0
+    lw, nlw = K.lwps[t.slot], K.lwps[nt.slot]
+    nlw.pc = entry
+    for i in range(len(lw.regs)):
+        nlw.regs[i] = lw.regs[i]
+    nlw.t_hold = lw.t_hold
+    start_lwp(K, nt)
+    mutex_enter(p.p_lock)
+    nlw.t_proc_flag |= TP_TWAIT
+    nlw.t_proc_flag &= ~0x2  # TP_HOLDLWP: not suspended
+    lwp_create_done(K, nt, p)
+    mutex_exit(p.p_lock)
+    K.fire("proc:::lwp-start", p.s.p_pid, nlw.t_tid)
+    return 0, nlw.t_tid, 0
+
+
+def sys_lwp_exit(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    mutex_enter(p.p_lock)
+    lwp_exit(K, t, p)
+    raise AssertionError("lwp_exit returned")  # pragma: no cover
+
+
+def sys_lwp_self(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    return 0, K.lwps[t.slot].t_tid, 0
+
+
+def sys_lwp_suspend(K: Kernel, t: KThread, p: Proc, lwpid: int, a1: int) -> Result:
+    mutex_enter(p.p_lock)
+    err = lwp_suspend(K, t, p, lwpid)
+    mutex_exit(p.p_lock)
+    return err, 0, 0
+
+
+def sys_lwp_continue(K: Kernel, t: KThread, p: Proc, lwpid: int, a1: int) -> Result:
+    mutex_enter(p.p_lock)
+    target = idtot(K, p, lwpid)
+    if target is None:
+        mutex_exit(p.p_lock)
+        return ESRCH, 0, 0
+    lwp_continue(K, p, target)
+    mutex_exit(p.p_lock)
+    return 0, 0, 0
+
+
+def sys_lwp_wait(K: Kernel, t: KThread, p: Proc, lwpid: int, a1: int) -> Result:
+    mutex_enter(p.p_lock)
+    err, got = lwp_wait(K, t, p, lwpid)
+    mutex_exit(p.p_lock)
+    return err, got, 0
+
+
+def sys_sleep(K: Kernel, t: KThread, p: Proc, ms: int, a1: int) -> Result:
+    """An interruptible sleep: a signal (or a forkall's hold) ends it with
+    EINTR; a fork1/vfork hold stops it in place and it sleeps on."""
+    from .errno_defs import EINTR
+
+    if ms < 0:
+        return EINVAL, 0, 0
+    until = time.monotonic_ns() + ms * 1_000_000
+    cv = K.t_cv(t)
+    lw = K.lwps[t.slot]
+    err = 0
+    beat = max(K.dom.timeout_ns // 2, 1_000_000)
+    mutex_enter(p.p_lock)
+    while time.monotonic_ns() < until:
+        # sleep in slices, each a heartbeat: a sleeping process is not a hang
+        r = cv_timedwait_sig(cv, p.p_lock, min(until, time.monotonic_ns() + beat))
+        K.progress()
+        if r == -1:
+            continue
+        if r == 0:
+            if MUSTRETURN(p):
+                err = EINTR
+                break
+            mutex_exit(p.p_lock)
+            lw.lwp_asleep = 1
+            sig = issig(K, t, p)
+            lw.lwp_asleep = 0
+            mutex_enter(p.p_lock)
+            if sig:
+                err = EINTR
+                break
+    mutex_exit(p.p_lock)
+    return err, 0, 0
+
+
+# -- signals and credentials ---------------------------------------------------------------
+
+
+def sys_kill(K: Kernel, t: KThread, p: Proc, pid: int, sig: int) -> Result:
+    if not 0 <= sig < NSIG:
+        return EINVAL, 0, 0
+    mutex_enter(K.pidlock)
+    q = prfind(K, pid) if pid > 0 else None
+    if q is None or q.s.p_stat == 0 or q.s.p_pid == 0:
+        mutex_exit(K.pidlock)
+        return ESRCH, 0, 0
+    me, them = K.creds.slots[p.s.p_cred - 1], K.creds.slots[q.s.p_cred - 1] \
+        if q.s.p_cred else None
+    if them is not None and me.cr_uid != 0 and me.cr_uid != them.cr_ruid:
+        mutex_exit(K.pidlock)
+        return EPERM, 0, 0
+    if sig:
+        mutex_enter(q.p_lock)
+        from .structs import SZOMB
+
+        if q.s.p_stat != SZOMB:
+            sigtoproc(K, q, sig)
+            if sig == SIGKILL:
+                _kill_releases_proc_stops(K, q)
+        mutex_exit(q.p_lock)
+    mutex_exit(K.pidlock)
+    return 0, 0, 0
+
+
+def _kill_releases_proc_stops(K: Kernel, q: Proc) -> None:
+    """SIGKILL sets /proc-stopped lwps running so that they can die."""
+    for t in q.threads():
+        lw = K.lwps[t.slot]
+        if lw.t_kstate == LWP_STOPPED and lw.t_whystop == PR_REQUESTED:
+            lw.t_schedflag |= TS_PSTART
+            setrun_locked(K, t)
+
+
+def sys_sigaction(K: Kernel, t: KThread, p: Proc, sig: int, disp: int) -> Result:
+    """disp: 0 default, 1 ignore, 2 catch."""
+    if not 0 < sig < NSIG or sig in (SIGKILL, SIGSTOP) or disp not in (0, 1, 2):
+        return EINVAL, 0, 0
+    b = sigbit(sig)
+    mutex_enter(p.p_lock)
+    s = p.s
+    s.p_ignore = (s.p_ignore & ~b) | (b if disp == 1 else 0)
+    s.p_catch = (s.p_catch & ~b) | (b if disp == 2 else 0)
+    if disp == 1:
+        s.p_sig &= ~b  # setting SIG_IGN discards a pending signal
+    mutex_exit(p.p_lock)
+    return 0, 0, 0
+
+
+def sys_setuid(K: Kernel, t: KThread, p: Proc, uid: int, a1: int) -> Result:
+    """Change real and effective uid, moving the per-user process count."""
+    if uid < 0:
+        return EINVAL, 0, 0
+    s = p.s
+    old = K.creds.slots[s.p_cred - 1]
+    if old.cr_uid != 0 and uid != old.cr_ruid:
+        return EPERM, 0, 0
+    new = cred_create(K, uid, old.cr_zone, privileged=uid == 0)
+    mutex_enter(K.pidlock)
+    upcount_inc(K, uid, old.cr_zone)
+    upcount_dec(K, old.cr_ruid, old.cr_zone)
+    mutex_enter(p.p_lock)
+    prev, s.p_cred = s.p_cred, new
+    mutex_exit(p.p_lock)
+    mutex_exit(K.pidlock)
+    crfree(K, prev)
+    return 0, 0, 0
+
+
+# -- /proc control ----------------------------------------------------------------------------
+
+
+def sys_prlock(K: Kernel, t: KThread, p: Proc, pid: int, ms: int) -> Result:
+    """Hold P_PR_LOCK on ``pid`` for ``ms`` milliseconds."""
+    from .clock import delay
+
+    if ms < 0:
+        return EINVAL, 0, 0
+    q = sprlock(K, pid)
+    if q is None:
+        return ESRCH, 0, 0
+    mutex_exit(q.p_lock)
+    delay(K, ms)
+    mutex_enter(q.p_lock)
+    sprunlock(K, q)
+    return 0, 0, 0
+
+
+def sys_pragent(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
+    """Create the agent lwp in ``pid`` and let it try fork1; its errno."""
+    from ..sync.condvar import cv_wait
+
+    q = sprlock(K, pid)
+    if q is None:
+        return ESRCH, 0, 0
+    s = q.s
+    if s.p_agenttp or s.p_flag & (SKILLED | SEXITING | SVFWAIT):
+        sprunlock(K, q)
+        return EBUSY, 0, 0
+    mutex_exit(q.p_lock)
+    at = lwp_create(K, q, name="agent")
+    mutex_enter(q.p_lock)
+    if at is None:
+        sprunlock(K, q)
+        return EAGAIN, 0, 0
+    alw = K.lwps[at.slot]
+    alw.pc = -1  # the agent runs the kernel's agent routine, not user code
+    alw.t_proc_flag &= ~0x2
+    s.p_agenttp = at.id
+    s.p_agent_done = 0
+    sprunlock(K, q)
+    start_lwp(K, at)
+    mutex_enter(q.p_lock)
+    lwp_create_done(K, at, q)
+    while not s.p_agent_done and s.p_pid == pid:
+        cv_wait(q.p_lwpexit, q.p_lock, patient=True)
+    err = s.p_agent_errno
+    mutex_exit(q.p_lock)
+    return 0, err, 0
+
+
+def agent_main(K: Kernel, t: KThread) -> None:
+    """The agent lwp's work: attempt fork1 (which refuses it), report, exit."""
+    from ..sync.condvar import cv_broadcast
+
+    p = curproc_t(K, t)
+    err, _rv1, _rv2 = fork1(K, t)
+    mutex_enter(p.p_lock)
+    p.s.p_agent_errno = err
+    p.s.p_agent_done = 1
+    cv_broadcast(p.p_lwpexit)
+    K.lwps[t.slot].t_proc_flag &= ~TP_TWAIT
+    lwp_exit(K, t, p)
+
+
+def _prset(K: Kernel, pid: int, flags: int, on: int) -> int:
+    q = sprlock(K, pid)
+    if q is None:
+        return ESRCH
+    if on:
+        q.s.p_proc_flag |= flags
+    else:
+        q.s.p_proc_flag &= ~flags
+    sprunlock(K, q)
+    return 0
+
+
+def sys_prfork(K: Kernel, t: KThread, p: Proc, pid: int, on: int) -> Result:
+    return _prset(K, pid, P_PR_FORK | P_PR_TRACE, on), 0, 0
+
+
+def sys_prstopfork(K: Kernel, t: KThread, p: Proc, pid: int, on: int) -> Result:
+    return _prset(K, pid, P_PR_STOPFORK | P_PR_TRACE, on), 0, 0
+
+
+def sys_prrun(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
+    """Set running the lwps of ``pid`` that /proc stopped."""
+    q = sprlock(K, pid)
+    if q is None:
+        return ESRCH, 0, 0
+    n = 0
+    for qt in q.threads():
+        lw = K.lwps[qt.slot]
+        lw.t_proc_flag &= ~TP_PRSTOP
+        if lw.t_kstate == LWP_STOPPED and lw.t_whystop == PR_REQUESTED:
+            lw.t_schedflag |= TS_PSTART
+            setrun_locked(K, qt)
+            n += 1
+    sprunlock(K, q)
+    return 0, n, 0
+
+
+HANDLERS: dict[int, Callable[..., Result]] = {
+    SYSNUM[name]: globals()[f"sys_{name}"] for name in SYSCALLS}
