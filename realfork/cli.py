@@ -51,10 +51,109 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also seed an ABBA deadlock and print its report (exit 1)")
     d.add_argument("--deadlock-timeout", type=_positive_float, default=3.0, metavar="S")
     d.add_argument("--increments", type=_positive_int, default=20_000, metavar="N")
+    run = sub.add_parser("run", help="boot a kernel and run a program as init")
+    run.add_argument("file", metavar="FILE", help="program: text (.rf) or msgpack")
+    add_boot_options(run)
+    run.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                     help="give up (and report a hang) after S seconds")
+    run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument("--trace", metavar="FILE", help="write the probes to FILE (msgpack)")
     r = sub.add_parser("report", help="print the wait-for report of a running kernel")
     r.add_argument("--attach", required=True, metavar="NAME", help="kernel name (realfork-...)")
     sub.add_parser("list", help="list this user's running kernels")
     return p
+
+
+def add_boot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("threads", "processes"), default="threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--maxlwps", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--maxpid", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--maxup", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--ncpus", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--deadlock-timeout", type=_positive_float, default=None, metavar="S")
+    p.add_argument("--faults", action="append", default=[], metavar="SPEC",
+                   help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable)")
+    p.add_argument("--bug", action="append", default=[], metavar="NAME",
+                   help="switch on a catalogued kernel bug (repeatable)")
+
+
+def boot_params(args: argparse.Namespace) -> dict:
+    from .kernel.faults import parse_fault_specs
+
+    params: dict = {"backend": args.backend, "seed": args.seed,
+                    "faults": parse_fault_specs(args.faults), "bugs": list(args.bug)}
+    for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout"):
+        v = getattr(args, k)
+        if v is not None:
+            params[k] = v
+    return params
+
+
+def read_program(path: str) -> object:
+    from .user.codec import from_msgpack
+    from .user.parser import parse
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror}") from None
+    if data[:1] and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):  # a msgpack map
+        return from_msgpack(data)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} is neither program text nor msgpack") from None
+    try:
+        return parse(text)
+    except BadInput as e:
+        raise BadInput(f"{path}: {e}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    import msgpack
+
+    import realfork
+
+    from .kernel.check import InvariantViolation
+
+    program = read_program(args.file)
+    with realfork.boot(**boot_params(args)) as system:
+        result = system.run(program, timeout=args.timeout)  # type: ignore[arg-type]
+        violation = None
+        if result.report is None:
+            try:
+                system.check()
+            except InvariantViolation as e:
+                violation = e
+    if args.trace:
+        with open(args.trace, "wb") as f:
+            f.write(msgpack.packb([e.to_dict() for e in result.probes]))
+    found = result.report is not None or violation is not None
+    if args.json:
+        doc = result.to_dict()
+        doc["kernel"] = system.name
+        doc["invariant_violations"] = violation.violations if violation else []
+        print(json.dumps(doc))
+    else:
+        print(f"kernel {system.name}: init exited with status {result.status} "
+              f"after {result.elapsed:.3f} s")
+        c = result.counters
+        print(f"  fork1 {c['sysfork']}  forkall {c['sysforkall']}  vfork {c['sysvfork']}  "
+              f"fork failures {c['fork_fail']}  exec {c['nexec']}  exits {c['nexit']}  "
+              f"lwps created {c['nlwp_create']}  system calls {c['syscalls']}  "
+              f"probes {len(result.probes)} (dropped {c['probes_dropped']})")
+        if result.killed:
+            print(f"  killed at the end of the run: pids {result.killed}")
+        if result.report is not None:
+            print(result.report)
+        if violation is not None:
+            print(violation)
+    return EXIT_FOUND if found else EXIT_CLEAN
 
 
 def _report(name: str) -> int:
@@ -99,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.deadlock, args.deadlock_timeout, args.increments)
+        if args.command == "run":
+            return _run(args)
         if args.command == "report":
             return _report(args.attach)
         if args.command == "list":

@@ -25,3 +25,31 @@ def run_child(name: str, role: str, *args: object, timeout: float = 60) -> subpr
     return subprocess.Popen(
         [sys.executable, str(HERE / "substrate_child.py"), name, role, *map(str, args)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def boot_checked(**params: object):  # noqa: ANN201 - a context manager
+    """Boot a kernel; on leaving, run the invariant checker (unless it panicked)
+    and shut it down."""
+    import contextlib
+
+    import realfork
+
+    @contextlib.contextmanager
+    def cm():  # noqa: ANN202
+        params.setdefault("nproc", 48)
+        params.setdefault("maxlwps", 128)
+        params.setdefault("deadlock_timeout", 10.0)
+        system = realfork.boot(**params)
+        try:
+            yield system
+            import os
+            if not system.dom.panicked and not os.environ.get("RF_NOCHECK"):
+                system.check()
+        finally:
+            system.close()
+
+    return cm()
+
+
+def probe_names(result) -> list[str]:  # noqa: ANN001
+    return [e.name.split(":::")[-1] for e in result.probes]

@@ -138,8 +138,10 @@ def static_problems(p: Program) -> list[str]:
             window = list(code[i + 1 : i + 4])
             if Instr("lwp_continue", ins.args) not in window:
                 out.append(f"{where}: not continued")
-            if any(c.op in BRANCHES or c.op in FORKS for c in window):
-                out.append(f"{where}: control flow before lwp_continue")
+            else:
+                between = window[: window.index(Instr("lwp_continue", ins.args))]
+                if any(c.op in BRANCHES or c.op in FORKS or c.op == "wait" for c in between):
+                    out.append(f"{where}: control flow before lwp_continue")
         if ins.op in ("load", "store"):
             addr = ins.args[1] if ins.op == "load" else ins.args[0]
             if not (isinstance(addr, Imm) and 0 <= addr.value < 64):

@@ -56,6 +56,7 @@ main:   fork1
         sigaction SIGCHLD, default
         sigaction 2, ignore
         sigaction r5, catch
+        sigmask SIGUSR1, 1
         setuid 100
         load err, 0x1000
         store r6, -7

@@ -147,6 +147,10 @@ SAMPLES: dict[str, list[tuple[str, tuple[object, ...]]]] = {
         ("kill rv, SIGCLD", (Reg("rv"), Imm(18))),
         ("kill 0, 0", (Imm(0), Imm(0))),
     ],
+    "sigmask": [
+        ("sigmask SIGUSR1, 1", (Imm(16), Imm(1))),
+        ("sigmask r2, r3", (Reg("r2"), Reg("r3"))),
+    ],
     "sigaction": [
         ("sigaction SIGINT, default", (Imm(2), Disposition.DEFAULT)),
         ("sigaction SIGCHLD, ignore", (Imm(18), Disposition.IGNORE)),

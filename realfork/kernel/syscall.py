@@ -72,7 +72,7 @@ REG_RV, REG_ERR, REG_ST = 8, 9, 10  # realfork.user.isa.REGISTERS
 # System calls by name; a system call's number is its position + 1.
 SYSCALLS = ("fork1", "forkall", "vfork", "exit", "exec", "wait", "getpid", "getppid",
             "lwp_create", "lwp_exit", "lwp_self", "lwp_suspend", "lwp_continue", "lwp_wait",
-            "sleep", "kill", "sigaction", "setuid", "prlock", "pragent", "prfork",
+            "sleep", "kill", "sigaction", "sigmask", "setuid", "prlock", "pragent", "prfork",
             "prstopfork", "prrun")
 SYSNUM = {name: i + 1 for i, name in enumerate(SYSCALLS)}
 SYS_vfork = SYSNUM["vfork"]
@@ -352,6 +352,22 @@ def sys_sigaction(K: Kernel, t: KThread, p: Proc, sig: int, disp: int) -> Result
     s.p_catch = (s.p_catch & ~b) | (b if disp == 2 else 0)
     if disp == 1:
         s.p_sig &= ~b  # setting SIG_IGN discards a pending signal
+    mutex_exit(p.p_lock)
+    return 0, 0, 0
+
+
+def sys_sigmask(K: Kernel, t: KThread, p: Proc, sig: int, on: int) -> Result:
+    """Block or unblock ``sig`` for the calling lwp (t_hold); SIGKILL cannot be."""
+    if not 0 < sig < NSIG or sig in (SIGKILL, SIGSTOP):
+        return EINVAL, 0, 0
+    lw = K.lwps[t.slot]
+    mutex_enter(p.p_lock)
+    if on:
+        lw.t_hold |= sigbit(sig)
+    else:
+        lw.t_hold &= ~sigbit(sig)
+        if (p.s.p_sig | lw.t_sig) & sigbit(sig):
+            t.s.t_sig_check = 1  # deliver it on the way out
     mutex_exit(p.p_lock)
     return 0, 0, 0
 

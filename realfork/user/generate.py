@@ -37,9 +37,10 @@ if it forked, ``lwp_wait`` of each lwp it created, then ``exit 0`` or
   signals to the default), and such a child never sets SIGUSR1 back to default;
 * a fork loop: ``mov r7, N / loop: fork / beq rv, 0, quick_N / ... / sub r7, 1
   / bne r7, 0, loop`` with ``quick_N: exit K``;
-* ``lwp_create lwpbody_N`` (rv saved in ``r4`` and in memory word 48+k); the
-  body is simple actions then ``lwp_exit``; ``lwp_suspend r4`` is always
-  followed by ``lwp_continue r4``; ``lwp_wait r4`` may come early.  Chosen
+* ``lwp_create lwpbody_N`` (rv saved in ``r4`` and in memory word 48+k, so at
+  most 16 per process body); the body is simple actions then ``lwp_exit``;
+  ``lwp_suspend r4`` is always followed by ``lwp_continue r4``;
+  ``lwp_wait r4`` may come early.  Chosen
   policy: a process ``lwp_wait``s every lwp it created before it exits or
   execs (if ``lwp_wait`` is allowed); lwps a forkall child inherited are left
   to ``exit``, which kills them;

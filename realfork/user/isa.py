@@ -81,6 +81,7 @@ INSTRUCTIONS: dict[str, tuple[OperandKind, ...]] = {
     # signals and credentials
     "kill": (V, S),  # kill PID, SIG
     "sigaction": (S, OperandKind.DISPOSITION),  # sigaction SIG, default|ignore|catch
+    "sigmask": (S, V),  # sigmask SIG, ON: block (ON != 0) or unblock the signal in this lwp
     "setuid": (V,),
     # memory and registers
     "load": (D, V),  # load REG, ADDR
