@@ -89,6 +89,7 @@ class System:
             self.dom.shutdown()
             raise
         self.runs = 0
+        self._system_threads = self.dom.kthreads.hdr.nused  # pageout, fsflush
 
     @property
     def name(self) -> str:
@@ -176,6 +177,12 @@ class System:
                     freeproc(K, K.proc(init))
                 K.g.proc_init = 0
                 mutex_exit(K.pidlock)
+                # Quiescence: every exiting lwp has finished (the tail of
+                # proc_exit runs after its parent may have reaped it).
+                while self.dom.kthreads.hdr.nused > self._system_threads + 1:
+                    if time.monotonic() > deadline:
+                        self.dom.panic("exiting lwps did not finish", kind="hang")
+                    time.sleep(0.001)
                 return killed
             mutex_exit(K.pidlock)
             if time.monotonic() > deadline:

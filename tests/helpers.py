@@ -27,7 +27,7 @@ def run_child(name: str, role: str, *args: object, timeout: float = 60) -> subpr
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def boot_checked(**params: object):  # noqa: ANN201 - a context manager
+def boot_checked(**params: object):
     """Boot a kernel; on leaving, run the invariant checker (unless it panicked)
     and shut it down."""
     import contextlib
@@ -35,15 +35,14 @@ def boot_checked(**params: object):  # noqa: ANN201 - a context manager
     import realfork
 
     @contextlib.contextmanager
-    def cm():  # noqa: ANN202
+    def cm():
         params.setdefault("nproc", 48)
         params.setdefault("maxlwps", 128)
         params.setdefault("deadlock_timeout", 10.0)
         system = realfork.boot(**params)
         try:
             yield system
-            import os
-            if not system.dom.panicked and not os.environ.get("RF_NOCHECK"):
+            if not system.dom.panicked:
                 system.check()
         finally:
             system.close()
@@ -51,5 +50,5 @@ def boot_checked(**params: object):  # noqa: ANN201 - a context manager
     return cm()
 
 
-def probe_names(result) -> list[str]:  # noqa: ANN001
+def probe_names(result) -> list[str]:
     return [e.name.split(":::")[-1] for e in result.probes]

@@ -429,15 +429,30 @@ class _Checker:
         for slot, gis in member_of.items():
             if len(gis) > 1:
                 self.bad("A4", f"{self.who(slot)} is on {len(gis)} pgrp member lists")
-        # sessions: sid, child in parent's session, s_ref
+        # sessions: sid, child in parent's session, s_ref.  A proc's session is
+        # the one it holds (p_sessp, where the model records it) or its pgrp's.
+        has_sessp = hasattr(P[0], "p_sessp")
         sess_of: dict[int, int] = {}
+        holders: dict[int, int] = {}
         for slot in self.procs():
-            gi = P[slot].p_pgrp - 1
-            if 0 <= gi < pgrps.capacity and pgrps.slots[gi].slot_inuse:
-                sess_of[slot] = pgrps.slots[gi].pg_sess
+            s = P[slot]
+            gi = s.p_pgrp - 1
+            pg_sess = (pgrps.slots[gi].pg_sess
+                       if 0 <= gi < pgrps.capacity and pgrps.slots[gi].slot_inuse else 0)
+            held = s.p_sessp if has_sessp else (pg_sess if slot else 0)
+            if has_sessp and slot and not held:
+                self.bad("A4", f"{self.who(slot)} holds no session (p_sessp is NULL)")
+            if has_sessp and held and pg_sess and held != pg_sess:
+                self.bad("A4", f"{self.who(slot)} holds session {held} but its pgrp is in "
+                               f"session {pg_sess}")
+            if held or pg_sess:
+                sess_of[slot] = held or pg_sess
+            if held:
+                holders[held] = holders.get(held, 0) + 1
         for slot, sp in sess_of.items():
             si = sp - 1
             if not (0 <= si < sessions.capacity and sessions.slots[si].slot_inuse):
+                self.bad("A4", f"{self.who(slot)} names session {sp}, not an allocated session")
                 continue
             if P[slot].p_sid != sessions.slots[si].s_sid:
                 self.bad("A4", f"{self.who(slot)} p_sid {P[slot].p_sid} != its session's sid "
@@ -448,7 +463,7 @@ class _Checker:
         for si in sessions.used():
             ss = sessions.slots[si]
             npg = sum(1 for gi in pgrps.used() if pgrps.slots[gi].pg_sess == si + 1)
-            nproc = sum(1 for slot, sp in sess_of.items() if sp == si + 1 and slot != 0)
+            nproc = holders.get(si + 1, 0)
             if ss.s_ref != npg + nproc:
                 self.bad("G32", f"session sid {ss.s_sid} s_ref {ss.s_ref} != {npg + nproc} "
                                 f"({npg} pgrp + {nproc} process holds)")
@@ -672,6 +687,9 @@ class _Checker:
                     self.bad("C11", f"{self.who(slot)} is not exactly once on its task "
                                     f"{tasks.slots[ti].tk_tkid}'s member ring "
                                     f"(on {rings[slot]} rings)")
+                elif s.p_zone != tasks.slots[ti].tk_zone:
+                    self.bad("C11", f"{self.who(slot)} p_zone {s.p_zone} != its task "
+                                    f"{tasks.slots[ti].tk_tkid}'s zone {tasks.slots[ti].tk_zone}")
             elif s.p_stat == SZOMB:
                 if s.p_task != g.task0:
                     self.bad("C11", f"zombie {self.who(slot)} has p_task {s.p_task}, not task0")
@@ -881,6 +899,9 @@ class _Checker:
                 if tid == 0:
                     self.bad("E21", f"{self.who(slot)} lwp list is not circular")
             self.lwps_of[slot] = tids
+            if s.p_agenttp and s.p_agenttp not in tids:
+                self.bad("E21", f"{self.who(slot)} p_agenttp names kthread {s.p_agenttp}, which "
+                                f"is not one of its lwps")
             if s.p_lwpcnt != len(tids):
                 self.bad("E21", f"{self.who(slot)} p_lwpcnt {s.p_lwpcnt} != {len(tids)} lwps on "
                                 f"p_tlist")
@@ -1112,6 +1133,8 @@ class _Checker:
         holds: Counter[int] = Counter()
         for slot in procs:
             s = P[slot]
+            if not s.u_cdir and self.live(slot):
+                self.bad("G32", f"live {self.who(slot)} has no current directory (u_cdir)")
             for f in ("u_cdir", "u_rdir", "p_exec", "p_execdir"):
                 v = getattr(s, f)
                 if not v:

@@ -95,8 +95,11 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
     s.p_lwprcnt = 0
     s.p_tlist = NIL
     cv_broadcast(p.pr_pid_cv)  # prexit
+    # Everything released after the proc becomes a zombie is read now: once
+    # pidlock is dropped below, the parent may reap it and the slot be reused.
     exec_vp, execdir_vp = s.p_exec, s.p_execdir
-    s.p_exec = s.p_execdir = NIL
+    cdir_vp, rdir_vp = s.u_cdir, s.u_rdir
+    s.p_exec = s.p_execdir = s.u_cdir = s.u_rdir = NIL
     mutex_exit(p.p_lock)
     # 5. files
     fcnt_add(K, -s.p_fcnt)
@@ -142,14 +145,13 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
         K.g.init_status = s.p_exitstat
         cv_broadcast(K.run_cv)
     mutex_exit(K.pidlock)
-    # 11.
+    # 11. ``p`` may already be reaped: touch only what was saved above
     task_rele(K, old_task)
     dir_free(K, d)
-    VN_RELE(K, s.u_cdir)
-    VN_RELE(K, s.u_rdir)
+    VN_RELE(K, cdir_vp)
+    VN_RELE(K, rdir_vp)
     VN_RELE(K, exec_vp)
     VN_RELE(K, execdir_vp)
-    s.u_cdir = s.u_rdir = NIL
     lw.t_procp = NIL
     return 0
 

@@ -369,7 +369,8 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     cs.p_catch = ps.p_catch
     cs.p_flag |= ps.p_flag & (SJCTL | SNOWAIT | SNOCD)
     if ps.p_pgrp:
-        sess_hold(K, K.pgrps.slots[ps.p_pgrp - 1].pg_sess)
+        cs.p_sessp = K.pgrps.slots[ps.p_pgrp - 1].pg_sess
+        sess_hold(K, cs.p_sessp)
         cs.p_sid = ps.p_sid
     cs.p_exec, cs.p_execdir = ps.p_exec, ps.p_execdir
     cs.p_zone = ps.p_zone

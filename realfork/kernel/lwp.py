@@ -71,15 +71,14 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
     """
     s = p.s
     mutex_enter(p.p_lock)
-    if not syscid and not lwp_count_admit(K, p, 1):
+    if not lwp_count_admit(K, p, 1, test=not syscid):
         mutex_exit(p.p_lock)
         return None
     mutex_exit(p.p_lock)
     try:
         t = K.dom.kthread_create(name or f"pid{s.p_pid}", s.p_pid, 0)
     except ResourceError:
-        if not syscid:
-            lwp_count_release(K, s.p_task, s.p_zone)
+        lwp_count_release(K, s.p_task, s.p_zone)
         return None
     lw = K.lwps[t.slot]
     _zero_lwp(K, t)
@@ -131,8 +130,7 @@ def _zero_lwp(K: Kernel, t: KThread) -> None:
 
 
 def _undo_create(K: Kernel, p: Proc, t: KThread, syscid: bool) -> None:
-    if not syscid:
-        lwp_count_release(K, p.s.p_task, p.s.p_zone)
+    lwp_count_release(K, p.s.p_task, p.s.p_zone)
     K.dom.kthread_free(t)
 
 

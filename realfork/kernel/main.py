@@ -118,6 +118,7 @@ def kernel_main(K: Kernel, t: KThread) -> None:
     s.p_lwpfree = -1
     d = dir_alloc(K, 2)
     dir_install(K, p0, d, 2)
+    s.p_pool = g.pool_default
     pool_ref_add(K, g.pool_default, 1)
     K.lwps[t.slot].t_procp = p0.id
     mutex_enter(K.pidlock)

@@ -84,12 +84,15 @@ def proc_entry_free(K: Kernel, p: Proc) -> None:
 
 def pid_exit(K: Kernel, p: Proc) -> None:
     """Free a proc that is off every family list (requires pidlock)."""
-    from .session import pgexit
+    from .session import pgexit, sess_rele
 
     assert MUTEX_HELD(K.pidlock)
     s = p.s
     if s.p_pgrp:
         pgexit(K, p)
+    if s.p_sessp:
+        sess_rele(K, s.p_sessp)  # SESS_RELE: the hold getproc took
+        s.p_sessp = NIL
     # unlink from practive
     if s.p_prev:
         K.proc(s.p_prev).s.p_next = s.p_next

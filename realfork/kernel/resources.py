@@ -223,9 +223,10 @@ def task_members(K: Kernel, tk: int) -> list[int]:
     return out
 
 
-def lwp_count_admit(K: Kernel, p: Proc, n: int = 1) -> bool:
+def lwp_count_admit(K: Kernel, p: Proc, n: int = 1, test: bool = True) -> bool:
     """Charge ``n`` lwps to p's task, project and zone unless a max-lwps limit
-    denies it (requires p_lock; takes zone_nlwps_lock)."""
+    denies it (requires p_lock; takes zone_nlwps_lock).  System-class lwps
+    (``test=False``) are counted but never denied."""
     assert MUTEX_HELD(p.p_lock)
     tk = K.tasks.slots[p.s.p_task - 1]
     pj = K.projects.slots[tk.tk_proj - 1]
@@ -233,7 +234,7 @@ def lwp_count_admit(K: Kernel, p: Proc, n: int = 1) -> bool:
     mutex_enter(K.zone_nlwps_lock)
     for count, ctl in ((tk.tk_nlwps, tk.tk_nlwps_ctl), (pj.kpj_nlwps, pj.kpj_nlwps_ctl),
                        (z.zone_nlwps, z.zone_nlwps_ctl)):
-        if ctl >= 0 and count + n > ctl:
+        if test and ctl >= 0 and count + n > ctl:
             mutex_exit(K.zone_nlwps_lock)
             return False
     tk.tk_nlwps += n

@@ -171,6 +171,7 @@ class proc_t(Slot):
         ("p_tasknext", c_i32),  # task member ring (pidlock + p_lock)
         ("p_taskprev", c_i32),
         ("p_pgrp", c_i32),  # pgrp table slot + 1
+        ("p_sessp", c_i32),  # the session this proc holds (SESS_HOLD), slot + 1
         # lwps (p_lock)
         ("p_tlist", c_i32),  # kthread id of the first lwp, circular via t_forw
         ("p_lwpcnt", c_i32),
