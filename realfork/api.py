@@ -22,6 +22,7 @@ from .kernel.structs import PROGRAM_BYTES, SIDL, SSYS, SZOMB
 from .machine.backend import ThreadsMachine
 from .machine.threads import ThreadFactory
 from .probes.ring import ProbeEvent
+from .sync.condvar import cv_reltimedwait
 from .sync.domain import Substrate
 from .sync.mutex import mutex_enter, mutex_exit
 from .sync.report import WaitReport
@@ -30,6 +31,7 @@ from .user.interp import lwp_main
 from .user.parser import parse
 from .user.program import Program
 
+RUN_POLL_NS = 20_000_000  # the supervisor drains probes at least this often
 COUNTERS = ("sysfork", "sysvfork", "sysforkall", "fork_fail", "syscalls", "nexec", "nexit",
             "nlwp_create", "holds", "vfork_waits", "procovf")
 
@@ -131,7 +133,11 @@ class System:
                                            kind="hang")
                         except KernelPanic:
                             break
-                    time.sleep(0.002)
+                    # sleep until init's exit broadcasts run_cv (or a while passes)
+                    mutex_enter(K.pidlock)
+                    if not g.init_exited:
+                        cv_reltimedwait(K.run_cv, K.pidlock, RUN_POLL_NS)
+                    mutex_exit(K.pidlock)
                 if not self.dom.panicked:
                     killed = self._end_run(t)
             except KernelPanic:

@@ -3,7 +3,7 @@
 ``violations(K)`` reads every kernel table in the segment and returns one
 message per broken invariant; ``check_kernel(K)`` raises
 ``InvariantViolation`` listing them all.  Each message starts with the code
-of the invariant (``A1`` ... ``H33``, with ``Q`` for the lock state) and
+of the invariant (``A1`` ... ``H33``; ``X`` when a check could not finish) and
 names the pids involved, for example ``A1 nproc 5 != practive length 4``.
 
 The checks are read-only and take no kernel lock: run them at quiescent
@@ -24,9 +24,11 @@ What is checked (the code of each group in brackets):
 * [A4] no proc is SIDL; every proc but p0 is in a process group: on its
   pgrp's member list exactly once, ``p_pgid == pg_id``, ``pg_members`` right,
   no empty pgrp left allocated; a child is in its parent's session;
-  ``p_sid`` is the session's sid.  The session hold counts are checked as a
-  G32 balance: ``s_ref`` = one per pgrp of the session + one per proc that
-  ``getproc`` gave a hold (every proc on practive except p0).
+  ``p_sid`` is the session's sid; every proc but p0 holds a session
+  (``p_sessp``, where the model records it), the one its pgrp is in.  The
+  session hold counts are checked as a G32 balance: ``s_ref`` = one per pgrp
+  of the session + one per proc holding it (``getproc``'s SESS_HOLD, dropped
+  by ``pid_exit``; without ``p_sessp``, every proc on practive but p0).
 * [A5] ``up_count`` of every (ruid, zone) is the number of procs on practive
   (live or zombie, p0 excluded) with that real uid and zone; no entry with a
   count <= 0, no duplicate entry, every entry reachable by the probe
@@ -59,7 +61,7 @@ What is checked (the code of each group in brackets):
 * [D16] no proc has SHOLDFORK, SHOLDFORK1, SFORKING, SHOLDWATCH or SEXITLWPS
   set; SVFWAIT only on the parent of an SVFORK child.
 * [D17] no proc has P_PR_LOCK; no kernel thread holds a lock or is blocked on
-  a mutex or rwlock (condition-variable sleepers are fine) [Q].
+  a mutex or rwlock (condition-variable sleepers are fine).
 * [D18] an lwp of a live proc is SUSPENDED only if it has TP_HOLDLWP
   (``lwp_suspend``) or its proc is an SVFWAIT vfork parent.
 * [D19] ``p_lwprcnt`` equals the number of the proc's lwps that are not
@@ -68,7 +70,8 @@ What is checked (the code of each group in brackets):
   consistent (``t_forw``/``t_back``), every lwp on it is an allocated kernel
   thread whose ``t_procp`` is the proc; every allocated kernel thread that
   belongs to a proc (``t_procp`` set, not LWP_ZOMB, not sched's borrowed
-  thread of p0) is on that proc's ring.
+  thread of p0) is on that proc's ring (E27's "on the all-threads list with
+  ``t_procp == cp``, and only those").
 * [E22] ``p_lwpdir_sz`` is one of the directory sizes (2, 6, 14, 30 ...),
   the block is allocated in that size class, ``p_tidhash_sz`` is
   ``(sz + 2) / 2`` (a power of two); no directory block is shared or leaked.
@@ -104,6 +107,8 @@ What is checked (the code of each group in brackets):
   directory or tid hash, ``p_task == task0``, ``p_pool == pool_default``,
   PEXITED, ``p_as == kas``, no files, vnodes, rctl set or contract, and is on
   its parent's ``p_child_ns``; a live proc is not PEXITED.
+* [X] a group of checks could not finish (a table is too broken to read);
+  the other groups still run.
 
 Skipped, because the model does not represent them or they are not
 observable at a quiescent point:
@@ -119,7 +124,6 @@ observable at a quiescent point:
   instead is that the slot's lock carries the slot's current pid.
 * D18's "continuelwps ran exactly once": not observable afterwards; its
   consequence (no lwp left SUSPENDED without a reason, D18/D19) is checked.
-* D17's per-lock list: any lock held by any thread is reported (Q).
 * F29/F30 watchpoint contents and F30's brk/stack copy: the model has no
   watchpoint system calls (``a_wpage`` is never set) and keeps no record of
   the child's last brk; only the stash invariants are checked.
@@ -844,7 +848,7 @@ class _Checker:
                 self.bad("F30", f"{self.who(slot)} has stashed watched pages (p_wpage) "
                                 f"without SVFWAIT")
 
-    # -- D17 / Q: locks ------------------------------------------------------------------------
+    # -- D17: locks -----------------------------------------------------------------------------
 
     def check_locks(self) -> None:
         from ..sync.report import snapshot

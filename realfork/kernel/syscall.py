@@ -229,7 +229,6 @@ def sys_lwp_create(K: Kernel, t: KThread, p: Proc, entry: int, a1: int) -> Resul
     nlw.t_proc_flag &= ~0x2  # TP_HOLDLWP: not suspended
     lwp_create_done(K, nt, p)
     mutex_exit(p.p_lock)
-    K.fire("proc:::lwp-start", p.s.p_pid, nlw.t_tid)
     return 0, nlw.t_tid, 0
 
 

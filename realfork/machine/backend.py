@@ -35,7 +35,7 @@ class ThreadsMachine:
 
     def __init__(self, K: Kernel, user_body: LwpBody, system_body: LwpBody) -> None:
         self.K = K
-        self.factory = ThreadFactory(K.dom)
+        self.factory = ThreadFactory(K.dom, pooled=True)
         self.user_body = user_body
         self.system_body = system_body
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,13 +34,31 @@ def _thread_body(dom: Substrate, t: KThread, fn: Callable[..., Any], args: tuple
         set_curthread(None)
         t.s.t_state = TS_ZOMB
         dom.kthread_free(t)
+        dom.local_threads.discard(t)  # a pooled OS thread lives on without it
 
 
 class ThreadFactory:
-    """Creates kernel threads as OS threads of the calling process."""
+    """Creates kernel threads as OS threads of the calling process.
 
-    def __init__(self, dom: Substrate) -> None:
+    With ``pooled``, an OS thread whose kernel thread has ended waits (idle,
+    at most ``POOL_MAX`` of them) to be bound to the next one: starting a
+    Python thread costs a thread creation and a wait for it to start, which
+    was the largest single cost of an emulated fork.  A kernel thread is
+    still bound to one OS thread for its whole life.
+    """
+
+    POOL_MAX = 64
+
+    def __init__(self, dom: Substrate, pooled: bool = False) -> None:
         self.dom = dom
+        self.pooled = pooled
+        self._cv = threading.Condition(threading.Lock())
+        self._jobs: deque[tuple[KThread, Callable[..., Any], tuple]] = deque()
+        self._idle = 0
+        self._workers: list[threading.Thread] = []
+        self._closing = False
+        if pooled:
+            dom.on_shutdown.append(self.close)
 
     def spawn(self, fn: Callable[..., Any], *args: Any, name: str = "", pid: int = 0,
               lwpid: int = 0) -> KThread:
@@ -48,7 +67,10 @@ class ThreadFactory:
         return t
 
     def start(self, t: KThread, fn: Callable[..., Any], *args: Any) -> None:
-        """Bind an allocated kthread to a new OS thread running ``fn(*args)``."""
+        """Bind an allocated kthread to an OS thread running ``fn(*args)``."""
+        if self.pooled:
+            self._start_pooled(t, fn, args)
+            return
         dom = self.dom
         name = t.s.t_name.decode()
         th = threading.Thread(target=_thread_body, args=(dom, t, fn, args),
@@ -71,3 +93,43 @@ class ThreadFactory:
             set_curthread(None)
             dom.local_threads.discard(t)
             dom.kthread_free(t)
+
+    # -- the pool ------------------------------------------------------------------
+
+    def _start_pooled(self, t: KThread, fn: Callable[..., Any], args: tuple) -> None:
+        self.dom.local_threads.add(t)
+        with self._cv:
+            self._jobs.append((t, fn, args))
+            if self._idle:
+                self._idle -= 1
+                self._cv.notify()
+                return
+            th = threading.Thread(target=self._worker, daemon=True,
+                                  name=f"realfork-pool{len(self._workers)}")
+            self._workers.append(th)
+        th.start()
+
+    def _worker(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cv:
+                while not self._jobs:
+                    if self._closing or self._idle >= self.POOL_MAX:
+                        self._workers.remove(me)
+                        return
+                    self._idle += 1
+                    self._cv.wait()
+                t, fn, args = self._jobs.popleft()
+            t.os_thread = me
+            _thread_body(self.dom, t, fn, args)
+
+    def close(self) -> None:
+        """Let idle workers go and wait for them (busy ones end with their lwp)."""
+        with self._cv:
+            self._closing = True
+            self._idle = 0
+            self._cv.notify_all()
+            workers = list(self._workers)
+        for th in workers:
+            if th is not threading.current_thread():
+                th.join(5.0)

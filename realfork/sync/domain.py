@@ -155,6 +155,7 @@ class Substrate:
         self.local_threads: weakref.WeakSet[KThread] = weakref.WeakSet()
         self._kt_handles: dict[int, KThread] = {}
         self.closed = False
+        self.on_shutdown: list[Callable[[], None]] = []  # run once sleepers are woken
         self.params: dict[str, Any] = {}
         # The kernel layer replaces this: is a signal or hold request pending?
         self.sig_pending: Callable[[KThread], bool] = lambda t: bool(t.s.t_sig_check)
@@ -435,13 +436,15 @@ class Substrate:
                 self.g.shutting_down = 1
                 self.wake_all_sleepers()
             deadline = time.monotonic() + join_timeout
+            for hook in self.on_shutdown:
+                hook()
             me = threading.current_thread()
             for t in list(self.local_threads):
                 th = t.os_thread
                 if th is None or th is me:
                     continue
                 th.join(max(0.0, deadline - time.monotonic()))
-                if th.is_alive():
+                if th.is_alive() and t.os_thread is th:
                     stuck.append(th.name)
         finally:
             if self.seg.creator:
