@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import multiprocess
 
@@ -182,6 +183,23 @@ def main() -> int:
     print(f"  cv_signal -> cv_wait        {r['cv_handoff_per_s']:8.0f} /s   "
           f"{100 * r['cv_vs_sem_pingpong']:.0f}% of the semaphore ping-pong (target >= 30%)")
     print(json.dumps({"bench": "substrate", **{k: round(v, 3) for k, v in r.items()}}))
+
+    from bench_fork import measure
+
+    f = measure(args.quick)
+    print("fork cycles, threads backend (init's run time; boot excluded):")
+    for k, v in f.items():
+        print(f"  {k:32s} {v:10.1f}" if v is not None else f"  {k:32s} (not installed)")
+    sng = f.get("stress_ng_fork_per_s")
+    if sng:
+        print(f"  emulated fork1 cycle / stress-ng --fork 1: "
+              f"{f['fork1_cycle_per_s'] / sng:.2f} (target >= 1)")
+    if f.get("fork1_table_90pct_per_s"):
+        print(f"  fork1 cost, table 90% full / empty: "
+              f"{f['fork1_table_empty_per_s'] / f['fork1_table_90pct_per_s']:.2f} "
+              f"(target <= 1.5)")
+    print(json.dumps({"bench": "fork", **{k: (round(v, 1) if v is not None else None)
+                                          for k, v in f.items()}}))
     return 0
 
 
