@@ -9,7 +9,7 @@ OS process.
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..shm.segment import Layout
 from ..shm.table import Table, declare_table
@@ -40,9 +40,6 @@ from .structs import (
     vnode_t,
     zone_t,
 )
-
-if TYPE_CHECKING:
-    from ..user.program import Program
 
 # chain-lock indices for the kernel's own tables' free lists
 _CHAINS = {"proc": 8, "as": 9, "cred": 10, "vnode": 11, "task": 12, "project": 13,
@@ -143,8 +140,6 @@ class Kernel:
         self._procs_h: dict[int, Proc] = {}
         self._threads_h: dict[int, KThread] = {}
         self.machine: Any = None  # the backend: start_lwp(t), set by boot
-        self.program: Program | None = None
-        self._program_seq = -1
         self.bugs: frozenset[str] = frozenset(params.bugs)
         self._locks_ready = False
         if self.kg_sync.pidlock or dom.g.nsync:
@@ -200,16 +195,10 @@ class Kernel:
 
     # -- the user program -------------------------------------------------------------
 
-    def load_program(self) -> Program:
-        """The program of the current run, decoded once per run in this process."""
-        g = self.g
-        if self.program is None or self._program_seq != g.run_seq:
-            from ..user.codec import from_msgpack
-
-            data = ctypes.string_at(self.dom.seg.region_address("program"), g.program_len)
-            self.program = from_msgpack(data)
-            self._program_seq = g.run_seq
-        return self.program
+    def program_bytes(self) -> bytes:
+        """The current run's program, as the msgpack bytes the supervisor stored
+        (the user layer decodes it; the kernel never looks inside)."""
+        return ctypes.string_at(self.dom.seg.region_address("program"), self.g.program_len)
 
     def progress(self) -> None:
         self.dom.g.progress += 1

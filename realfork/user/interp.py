@@ -60,13 +60,19 @@ def compile_program(prog: Program) -> Compiled:
     return out
 
 
+_compiled: dict[tuple[str, int], Compiled] = {}  # (kernel, run) -> code, this process
+
+
 def compiled(K: Kernel) -> Compiled:
-    prog = K.load_program()
-    code = getattr(K, "_compiled", None)
-    if code is None or code[0] is not prog:
-        code = (prog, compile_program(prog))
-        K._compiled = code  # type: ignore[attr-defined]
-    return code[1]
+    """The current run's program, decoded and compiled once per run per process."""
+    key = (K.dom.name, K.g.run_seq)
+    code = _compiled.get(key)
+    if code is None:
+        from .codec import from_msgpack
+
+        _compiled.clear()  # earlier runs are over
+        code = _compiled[key] = compile_program(from_msgpack(K.program_bytes()))
+    return code
 
 
 def lwp_main(K: Kernel, t: KThread) -> None:
