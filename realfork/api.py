@@ -20,8 +20,11 @@ from .kernel.params import KernelParams, make_params
 from .kernel.sig import sig_pending_hook, sigtoproc
 from .kernel.structs import PROGRAM_BYTES, SIDL, SSYS, SZOMB
 from .machine.backend import ThreadsMachine
+from .machine.hosts import declare as declare_hosts
+from .machine.processes import WANT_IDLE, ProcessesMachine
 from .machine.threads import ThreadFactory
 from .probes.ring import ProbeEvent
+from .shm.segment import Layout
 from .sync.condvar import cv_reltimedwait
 from .sync.domain import Substrate
 from .sync.mutex import mutex_enter, mutex_exit
@@ -73,18 +76,27 @@ class System:
 
     def __init__(self, params: KernelParams) -> None:
         self.params = params
-        if params.backend != "threads":
-            raise BadInput("the processes backend is not available yet; use backend='threads'")
+        kernel_layout = layout_for(params)
+
+        def layout(lay: Layout) -> None:
+            kernel_layout(lay)
+            if params.backend == "processes":
+                declare_hosts(lay, params.nproc + WANT_IDLE + 4)
+
         self.dom = Substrate.boot(
             maxlwps=params.maxlwps, nsync=nsync_needed(params),
             deadlock_timeout=float(params.deadlock_timeout),
             probe_capacity=params.probe_capacity,
-            extra_layout=layout_for(params), extra_params={"kernel": params.to_dict()})
+            extra_layout=layout, extra_params={"kernel": params.to_dict()})
         try:
             self.K = K = Kernel(self.dom, params)
             self.dom.sig_pending = sig_pending_hook(K)
-            K.machine = ThreadsMachine(K, lwp_main, sysproc_main)
             format_kernel(K)
+            if params.backend == "processes":
+                K.machine = ProcessesMachine(K, lwp_main, sysproc_main)
+                K.machine.start()  # the fork server, before any lwp exists
+            else:
+                K.machine = ThreadsMachine(K, lwp_main, sysproc_main)
             with ThreadFactory.adopt(self.dom, "sched") as t:
                 kernel_main(K, t)
         except BaseException:

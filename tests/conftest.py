@@ -44,3 +44,15 @@ def dom() -> Iterator[Substrate]:
         yield d
     finally:
         d.shutdown()
+
+
+@pytest.fixture(params=["threads", "processes"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a kernel test on both backends (``boot_checked`` picks it up)."""
+    import helpers
+
+    helpers.DEFAULT_BACKEND = request.param
+    try:
+        yield request.param
+    finally:
+        helpers.DEFAULT_BACKEND = "threads"

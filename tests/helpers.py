@@ -11,6 +11,7 @@ from pathlib import Path
 from realfork.shm.segment import Layout
 
 HERE = Path(__file__).parent
+DEFAULT_BACKEND = "threads"  # the ``backend`` fixture switches it per test
 
 
 def words_layout(layout: Layout) -> None:
@@ -36,6 +37,7 @@ def boot_checked(**params: object):
 
     @contextlib.contextmanager
     def cm():
+        params.setdefault("backend", DEFAULT_BACKEND)
         params.setdefault("nproc", 48)
         params.setdefault("maxlwps", 128)
         params.setdefault("deadlock_timeout", 10.0)

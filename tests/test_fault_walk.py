@@ -10,7 +10,7 @@ import realfork
 from realfork.kernel.errno_defs import EAGAIN, EINTR, ENOMEM
 from realfork.kernel.faults import SITE_NAMES
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 
 # fork1, forkall (with a second lwp) and vfork, each checked; the first
 # failure ends init with that errno.

@@ -8,7 +8,7 @@ from helpers import boot_checked, probe_names
 
 from realfork.kernel.errno_defs import EAGAIN, ECHILD, EINTR
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 
 SIGUSR1 = 16
 

@@ -7,7 +7,7 @@ from helpers import boot_checked
 
 from realfork.user.generate import generate
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("backend")]
 
 
 @pytest.mark.parametrize("block", range(8))

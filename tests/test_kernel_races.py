@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from helpers import boot_checked
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("backend")]
 
 
 def run(text: str, **params: object):

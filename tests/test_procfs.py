@@ -8,7 +8,7 @@ from helpers import boot_checked
 
 from realfork.kernel.structs import P_PR_FORK, P_PR_TRACE
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 
 PROBES = ("proc:::create", "proc:::exec", "proc:::exit", "proc:::lwp-create",
           "proc:::lwp-start", "proc:::lwp-exit", "proc:::fork-fail",

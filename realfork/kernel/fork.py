@@ -81,6 +81,7 @@ from .structs import (
     SVFORK,
     SVFWAIT,
     T_FORKALL,
+    T_VFPARENT,
     TP_DAEMON,
     TP_HOLDLWP,
     TP_PRSTOP,
@@ -113,6 +114,13 @@ def fork1(K: Kernel, t: KThread) -> Result:
 def vfork(K: Kernel, t: KThread) -> Result:
     K.lwps[t.slot].t_post_sys = 1  # post_syscall must run: it calls vfwait
     return cfork(K, t, isvfork=True, isfork1=True)
+
+
+# Which lwp calls vfwait: the 2006 code asked "is this the vfork system call
+# returning (pid, 0)?", which a forkall clone of an lwp on its way out of vfork
+# also answers yes to.  As illumos has since 6533431, the vforking thread is
+# marked T_VFPARENT in cfork and the mark is cleared after vfwait; clones do
+# not inherit it.
 
 
 def _fork_fail_probe(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> None:
@@ -284,6 +292,7 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     if isvfork:
         mutex_enter(p.p_lock)
         s.p_flag |= SVFWAIT
+        lw.t_flag |= T_VFPARENT
         cv_broadcast(p.pr_pid_cv)  # /proc waiters: SVFWAIT counts as stopped
         mutex_exit(p.p_lock)
         mutex_enter(cp.p_lock)
@@ -376,7 +385,6 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     cs.p_zone = ps.p_zone
     cs.p_brksize, cs.p_stksize = ps.p_brksize, ps.p_stksize
     cs.p_ppid = cs.p_ancpid = ps.p_pid
-    cs.p_host_pid = ps.p_host_pid
     # 7. family links
     cs.p_sibling = ps.p_child
     if ps.p_child:
@@ -744,6 +752,7 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     mutex_enter(pp.p_lock)
     prbarrier(K, pp)
     pp.s.p_flag &= ~SVFWAIT
+    lw.t_flag &= ~T_VFPARENT
     continuelwps(K, pp)
     mutex_exit(pp.p_lock)
     K.fire("proc:::vfork-wait-done", pp.s.p_pid, lw.t_tid, pid)

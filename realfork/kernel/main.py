@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..sync.condvar import cv_reltimedwait
+from ..sync.condvar import cv_wait
 from ..sync.kthread import KThread
 from ..sync.mutex import mutex_enter, mutex_exit
 from .errno_defs import EAGAIN
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .proc import Proc
 
-SYSPROC_PERIOD_NS = 250_000_000
 
 
 def format_kernel(K: Kernel) -> None:
@@ -144,12 +143,13 @@ def _sysproc_prepare(K: Kernel, cp: Proc, ct: KThread) -> None:
 
 
 def sysproc_main(K: Kernel, t: KThread) -> None:
-    """pageout and fsflush: wake up periodically until the kernel shuts down."""
+    """pageout and fsflush: nothing to page or flush in realfork, so they wait,
+    idle (no deadline, holding no lock), until the kernel shuts down."""
     p = K.proc(K.lwps[t.slot].t_procp)
     cv = K.t_cv(t)
     mutex_enter(p.p_lock)
     while True:
-        cv_reltimedwait(cv, p.p_lock, SYSPROC_PERIOD_NS)
+        cv_wait(cv, p.p_lock, idle=True)
 
 
 def start_init(K: Kernel, t: KThread, entry: int) -> tuple[int, Proc | None]:

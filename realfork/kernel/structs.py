@@ -215,7 +215,8 @@ class proc_t(Slot):
         ("p_brksize", c_i64),
         ("p_stksize", c_i64),
         ("p_start_ns", c_i64),
-        ("p_host_pid", c_i32),  # the OS process hosting it (processes backend)
+        ("p_host_pid", c_i32),  # the OS process running its lwps
+        ("p_host", c_i32),  # processes backend: host table slot + 1
         ("p_exitstat", c_i32),  # status as a parent's wait sees it
         ("p_agent_errno", c_i32),  # the result of the last /proc agent's fork
         ("p_agent_done", c_i32),

@@ -58,6 +58,7 @@ from .structs import (
     SKILLED,
     SVFWAIT,
     T_FORKALL,
+    T_VFPARENT,
     TP_PRSTOP,
     TP_TWAIT,
     TS_PSTART,
@@ -113,8 +114,9 @@ def post_syscall(K: Kernel, t: KThread, exec_done: bool = False) -> None:
     ts = t.s
     p = curproc_t(K, t)
     sysnum = lw.t_sysnum
-    # the 2006 test: vfork returned (pid, 0) without error
-    if sysnum == SYS_vfork and lw.lwp_rval2 == 0 and lw.lwp_errno == 0:
+    # vfork returned (pid, 0) without error to the thread cfork marked
+    if lw.t_flag & T_VFPARENT and sysnum == SYS_vfork and lw.lwp_rval2 == 0 \
+            and lw.lwp_errno == 0:
         vfwait(K, t, int(lw.lwp_rval1))
     sig_check(K, t, p)
     lw.t_flag &= ~T_FORKALL

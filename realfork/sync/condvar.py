@@ -25,7 +25,7 @@ from .structs import T_WAKEABLE, TS_ONPROC, WAKE_INTERRUPTED, WAKE_SIGNALLED, WA
 
 
 def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None,
-              patient: bool = False) -> int:
+              patient: bool = False, idle: bool = False) -> int:
     """Sleep on ``cv`` releasing ``m``; reacquire ``m``; the wake reason.
 
     A *patient* wait (a parent in ``waitid``, a held lwp, ``sleep``) may last
@@ -55,7 +55,7 @@ def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None
     seen = dom.g.progress
     why = sleepq.sleep(dom, t, lk, wchan)
     while why == WAKE_TIMEOUT and deadline == panic_at:
-        if not patient or dom.g.progress == seen:
+        if not idle and (not patient or dom.g.progress == seen):
             dom.deadline_expired(t, cv)
         # The kernel moved meanwhile: keep waiting, with a fresh deadline.
         seen = dom.g.progress
@@ -68,8 +68,8 @@ def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None
     return why
 
 
-def cv_wait(cv: KCondvar, m: KMutex, *, patient: bool = False) -> None:
-    _cv_block(cv, m, False, None, patient)
+def cv_wait(cv: KCondvar, m: KMutex, *, patient: bool = False, idle: bool = False) -> None:
+    _cv_block(cv, m, False, None, patient, idle)
 
 
 def cv_wait_sig(cv: KCondvar, m: KMutex, *, patient: bool = False) -> int:

@@ -129,9 +129,11 @@ def run_user(K: Kernel, t: KThread) -> Any:
             if uop == U_MOV:
                 regs[a[1]] = _val(regs, ops[1])  # type: ignore[index]
             elif uop == U_ADD:
-                regs[a[1]] += _val(regs, ops[1])  # type: ignore[index]
+                x = regs[a[1]] + _val(regs, ops[1])  # type: ignore[index]
+                regs[a[1]] = x if -WORD <= x < WORD else _wrap(x)  # type: ignore[index]
             elif uop == U_SUB:
-                regs[a[1]] -= _val(regs, ops[1])  # type: ignore[index]
+                x = regs[a[1]] - _val(regs, ops[1])  # type: ignore[index]
+                regs[a[1]] = x if -WORD <= x < WORD else _wrap(x)  # type: ignore[index]
             elif uop == U_JMP:
                 pc = a[1]  # type: ignore[index]
                 continue
@@ -176,6 +178,13 @@ def run_user(K: Kernel, t: KThread) -> Any:
         pc = lw.pc
         regs = list(lw.regs)
         spinleft = 0
+
+
+WORD = 1 << 63  # registers are signed 64-bit words
+
+
+def _wrap(x: int) -> int:
+    return ((x + WORD) % (2 * WORD)) - WORD
 
 
 def _val(regs: list[int], op: tuple[bool, int]) -> int:
