@@ -113,6 +113,58 @@ def stress_ng_rate(stressor: str, seconds: int) -> float | None:
     return None
 
 
+WIDE = """
+    mov r7, {procs}
+spawn:
+    fork1
+    beq rv, 0, child
+    sub r7, 1
+    bne r7, 0, spawn
+reap:
+    wait
+    bne rv, -1, reap
+    exit 0
+child:
+    mov r6, {lwps}
+more:
+    sub r6, 1
+    beq r6, 0, work
+    lwp_create worker
+    jmp more
+work:
+    sleep 1500              ; every lwp of every process alive at once
+    mov r5, {lwps}
+join:
+    sub r5, 1
+    beq r5, 0, done
+    lwp_wait 0
+    jmp join
+done:
+    exit 0
+worker:
+    sleep 1500
+    lwp_exit
+"""
+
+
+def measure_processes(quick: bool = False) -> dict[str, float | None]:
+    """The processes backend: fork cycles beside Python's raw fork loop, and a
+    run with 1,000 live lwps in 100 emulated processes."""
+    n = 100 if quick else 300
+    params = {"backend": "processes", "nproc": 128, "maxlwps": 1200, "deadlock_timeout": 30}
+    r: dict[str, float | None] = {}
+    r["proc_fork1_cycle_per_s"] = run_rate(CYCLE.format(call="fork1", n=n), n, **params)
+    r["proc_vfork_cycle_per_s"] = run_rate(CYCLE.format(call="vfork", n=n), n, **params)
+    r["python_os_fork_per_s"] = python_fork_rate(1.0 if quick else 3.0)
+    procs, lwps = (20, 5) if quick else (100, 10)
+    with realfork.boot(**params) as system:
+        res = system.run(WIDE.format(procs=procs, lwps=lwps), timeout=600)
+        r["wide_run_seconds"] = res.elapsed
+        r["wide_run_clean"] = float(res.report is None and res.status == 0)
+        r["wide_lwps"] = float(procs * lwps)
+    return r
+
+
 def measure(quick: bool = False) -> dict[str, float | None]:
     n = 100 if quick else 400
     small = {"nproc": 64, "maxlwps": 256, "deadlock_timeout": 30}
@@ -148,7 +200,8 @@ def main() -> int:
     import json
 
     quick = "--quick" in sys.argv
-    r = measure(quick)
+    r = measure(quick) if "--processes" not in sys.argv else {}
+    r.update(measure_processes(quick))
     for k, v in r.items():
         print(f"  {k:32s} {v:10.1f}" if v is not None else f"  {k:32s} (not installed)")
     print(json.dumps({"bench": "fork", **{k: (round(v, 1) if v is not None else None)
