@@ -226,6 +226,11 @@ class System:
         c["nproc"] = g.nproc
         c["probes_dropped"] = int(self.dom.ring.dropped)
         c["faults_injected"] = sum(v["failures"] for v in self.K.faults.stats().values())
+        machine = self.K.machine
+        if isinstance(machine, ProcessesMachine):
+            pool = machine.hosts.pool
+            c["hosts_created"] = int(pool.created)
+            c["host_waits"] = int(pool.waits)  # forks that found no idle host
         return c
 
     def check(self) -> None:
