@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,9 @@ class System:
             self.dom.shutdown()
             raise
         self.runs = 0
+        self.last_program: bytes | None = None
+        self._close_lock = threading.Lock()
+        self._final_report: WaitReport | None = None
         self._system_threads = self.dom.kthreads.hdr.nused  # pageout, fsflush
 
     @property
@@ -120,6 +124,7 @@ class System:
         data = to_msgpack(prog)
         if len(data) > PROGRAM_BYTES:
             raise BadInput("program too large")
+        self.last_program = data  # for reproducers
         g = K.g
         ctypes.memmove(self.dom.seg.region_address("program"), data, len(data))
         g.program_len = len(data)
@@ -239,8 +244,35 @@ class System:
 
         check_kernel(self.K)
 
+    @property
+    def closed(self) -> bool:
+        return self.dom.closed
+
+    def panic_report(self) -> WaitReport | None:
+        """The panic or deadlock report, if the kernel panicked (also after close)."""
+        with self._close_lock:
+            if self.dom.closed:
+                return self._final_report
+            return self.dom.panic_report() if self.dom.panicked else None
+
+    def panic(self, message: str, kind: str = "panic") -> WaitReport | None:
+        """Stop the kernel now with a report (for watchdogs); its report."""
+        with self._close_lock:
+            if self.dom.closed:
+                return self._final_report
+            if not self.dom.panicked:
+                try:
+                    self.dom.panic(message, kind=kind)
+                except KernelPanic:
+                    pass
+            return self.dom.panic_report()
+
     def close(self) -> None:
-        self.dom.shutdown()
+        with self._close_lock:
+            if self.dom.closed:
+                return
+            self._final_report = self.dom.panic_report() if self.dom.panicked else None
+            self.dom.shutdown()
 
     def __enter__(self) -> System:
         return self
