@@ -72,6 +72,9 @@ class WaitReport:
     objects: list[ObjectState] = field(default_factory=list)
     cycles: list[list[int]] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return f"<realfork {self.kind} report: {self.message}>"
+
     def thread(self, tid: int) -> ThreadState:
         for t in self.threads:
             if t.id == tid:
