@@ -57,10 +57,10 @@ def format_kernel(K: Kernel) -> None:
     m.task_hash_lock = dom.new_mutex("task_hash_lock").idx
     m.run_cv = dom.new_cv("run_cv").idx
     m.procsync_base = dom.g.nsync
-    for slot in range(p.nproc):
-        dom.new_mutex("p_lock", slot, "slot")
+    for _slot in range(p.nproc):  # renamed after their pid by pid_assign
+        dom.new_mutex("p_lock", -1, "pid")
         for name in ("p_cv", "p_holdlwps", "p_lwpexit", "p_poolcv", "pr_pid_cv"):
-            dom.new_cv(name, slot, "slot")
+            dom.new_cv(name, -1, "pid")
     assert dom.g.nsync == m.procsync_base + NPROCSYNC * p.nproc
     m.tcv_base = dom.g.nsync
     for slot in range(p.maxlwps):
