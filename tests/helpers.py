@@ -54,3 +54,12 @@ def boot_checked(**params: object):
 
 def probe_names(result) -> list[str]:
     return [e.name.split(":::")[-1] for e in result.probes]
+
+
+def run_clean(text: str, timeout: float = 90, **params: object):
+    """Run ``text`` on a fresh kernel (checked on the way out); the result,
+    which must carry no panic or deadlock report."""
+    with boot_checked(**params) as system:
+        result = system.run(text, timeout=timeout)
+        assert result.report is None, str(result.report)
+        return result

@@ -4,7 +4,7 @@ real concurrent lwps through programs."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked, probe_names
+from helpers import boot_checked, probe_names, run_clean
 
 from realfork.kernel.errno_defs import EAGAIN, ECHILD, EINTR
 
@@ -13,11 +13,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 SIGUSR1 = 16
 
 
-def run(text: str, **params: object):
-    with boot_checked(**params) as system:
-        result = system.run(text, timeout=60)
-        assert result.report is None, str(result.report)
-        return result
+run = run_clean
 
 
 @pytest.mark.parametrize("call", ["fork1", "forkall", "vfork"])

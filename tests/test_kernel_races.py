@@ -5,16 +5,12 @@ the contract refusal for a SIGKILLed parent."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked
+from helpers import boot_checked, run_clean
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("backend")]
 
 
-def run(text: str, **params: object):
-    with boot_checked(**params) as system:
-        r = system.run(text, timeout=90)
-        assert r.report is None, str(r.report)
-        return r
+run = run_clean
 
 
 @pytest.mark.parametrize("second", ["fork1", "forkall", "vfork"])
