@@ -211,3 +211,28 @@ def test_lockstat_probes_switch_on_and_off() -> None:
         assert names.count(lockstat.ADAPTIVE_ACQUIRE) == 2
         assert names.count(lockstat.ADAPTIVE_RELEASE) == 2
         assert names.count(lockstat.ADAPTIVE_BLOCK) == 1
+
+
+def test_report_groups_threads_by_call_chain() -> None:
+    with Substrate.boot(maxlwps=32, nsync=64, deadlock_timeout=60.0) as dom:
+        m = dom.new_mutex("m")
+        cv = dom.new_cv("never_signalled")
+
+        def same_place() -> None:
+            mutex_enter(m)
+            cv_wait(cv, m)
+
+        f = ThreadFactory(dom)
+        for _ in range(10):
+            f.spawn(same_place)
+        deadline = time.monotonic() + 30
+        while cv.s.nwaiters < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rep = dom.report()
+        (state, kind, chain, ids), *_others = rep.stacks()
+        assert (state, kind, len(ids)) == ("sleep", "condvar", 10)
+        assert chain.startswith("same_place")
+        text = str(rep)
+        assert "stacks (threads grouped by call chain):" in text
+        assert "sleep     condvar       10" in text

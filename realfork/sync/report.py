@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .domain import Substrate
 
 
+STACKS_AFTER = 8  # reports with more threads than this also group them by chain
+
+
 @dataclass
 class ThreadState:
     id: int
@@ -84,6 +87,25 @@ class WaitReport:
     def blocked(self) -> list[ThreadState]:
         return [t for t in self.threads if t.wchan >= 0]
 
+    def stacks(self) -> list[tuple[str, str, str, list[int]]]:
+        """Threads grouped by identical (state, sync object kind, call chain),
+        largest group first, like mdb's ``::stacks``: (state, kind, chain, ids)."""
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for t in self.threads:
+            groups.setdefault((t.state, t.wchan_kind, t.chain), []).append(t.id)
+        return sorted(((st, k, ch, ids) for (st, k, ch), ids in groups.items()),
+                      key=lambda g: (-len(g[3]), g[2]))
+
+    def stacks_text(self) -> str:
+        lines = ["STATE     SOBJ       COUNT  THREADS"]
+        for state, kind, chain, ids in self.stacks():
+            shown = ", ".join(self.thread(i).label for i in ids[:3])
+            more = f" (+{len(ids) - 3} more)" if len(ids) > 3 else ""
+            lines.append(f"{state:9s} {kind or '-':10s} {len(ids):5d}  {shown}{more}")
+            for fn in chain.split(";") if chain else ["(no chain recorded)"]:
+                lines.append(f"{'':28s}{fn}")
+        return "\n".join(lines)
+
     def cycle_text(self, cycle: list[int]) -> str:
         """``A holds X, waits for Y held by B, which waits for X``."""
         ts = [self.thread(tid) for tid in cycle]
@@ -101,6 +123,9 @@ class WaitReport:
                  else f"realfork {head}", f"kernel {self.kernel}"]
         for c in self.cycles:
             lines.append("cycle: " + self.cycle_text(c))
+        if len(self.threads) > STACKS_AFTER:
+            lines.append("stacks (threads grouped by call chain):")
+            lines.append(self.stacks_text())
         if self.threads:
             lines.append("threads:")
         for t in self.threads:
