@@ -8,6 +8,7 @@ violation); 2 bad usage or bad input (one line on stderr, no traceback);
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import NoReturn
@@ -213,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("realfork: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLEAN
     return EXIT_USAGE
 
 
