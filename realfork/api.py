@@ -87,7 +87,7 @@ class System:
         self.dom = Substrate.boot(
             maxlwps=params.maxlwps, nsync=nsync_needed(params),
             deadlock_timeout=float(params.deadlock_timeout),
-            probe_capacity=params.probe_capacity,
+            probe_capacity=params.probe_capacity, lockdep=params.lockdep,
             extra_layout=layout, extra_params={"kernel": params.to_dict()})
         try:
             self.K = K = Kernel(self.dom, params)
@@ -163,7 +163,9 @@ class System:
         K.faults.disarm()
         probes.extend(self.dom.ring.drain())
         self.runs += 1
-        report = self.dom.panic_report() if self.dom.panicked else None
+        # a panic in another process (a host, the fork server) may still be
+        # writing its report: wait for it rather than report a clean run
+        report = self.dom.panic_report(wait=30.0) if self.dom.panicked else None
         status = g.init_status if g.init_exited else None
         return RunResult(status, probes, self.counters(), report, killed,
                          time.monotonic() - t0)
@@ -230,6 +232,7 @@ class System:
         c = {name: int(getattr(g, name)) for name in COUNTERS}
         c["nproc"] = g.nproc
         c["probes_dropped"] = int(self.dom.ring.dropped)
+        c["lockdep_reports"] = len(self.dom.lockdep_reports())
         c["faults_injected"] = sum(v["failures"] for v in self.K.faults.stats().values())
         machine = self.K.machine
         if isinstance(machine, ProcessesMachine):
@@ -271,7 +274,8 @@ class System:
         with self._close_lock:
             if self.dom.closed:
                 return
-            self._final_report = self.dom.panic_report() if self.dom.panicked else None
+            self._final_report = (self.dom.panic_report(wait=30.0) if self.dom.panicked
+                                  else None)
             self.dom.shutdown()
 
     def __enter__(self) -> System:

@@ -125,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     program = read_program(args.file)
     with realfork.boot(**boot_params(args)) as system:
         result = system.run(program, timeout=args.timeout)  # type: ignore[arg-type]
+        inversions = [] if system.dom.closed else system.dom.lockdep_reports()
         violation = None
         if result.report is None:
             try:
@@ -134,11 +135,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.trace:
         with open(args.trace, "wb") as f:
             f.write(msgpack.packb([e.to_dict() for e in result.probes]))
-    found = result.report is not None or violation is not None
+    found = result.report is not None or violation is not None or bool(inversions)
     if args.json:
         doc = result.to_dict()
         doc["kernel"] = system.name
         doc["invariant_violations"] = violation.violations if violation else []
+        doc["lock_order_reports"] = [r.text for r in inversions]
         print(json.dumps(doc))
     else:
         print(f"kernel {system.name}: init exited with status {result.status} "
@@ -154,6 +156,8 @@ def _run(args: argparse.Namespace) -> int:
             print(result.report)
         if violation is not None:
             print(violation)
+        for rep in inversions:
+            print(rep.text)
     return EXIT_FOUND if found else EXIT_CLEAN
 
 

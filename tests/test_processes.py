@@ -140,6 +140,13 @@ child:
 """
 
 
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _hosts_of(name: str) -> list[int]:
     dom = Substrate.attach(name)
     try:
@@ -167,8 +174,7 @@ def test_sigkill_of_the_supervisor_leaves_nothing_behind() -> None:
     p.kill()
     p.wait()
     t0 = time.monotonic()
-    wait_for(lambda: not any(psutil.pid_exists(h) and psutil.Process(h).status() !=
-                             psutil.STATUS_ZOMBIE for h in hosts + forkserver), timeout=5)
+    wait_for(lambda: not any(alive(h) for h in hosts + forkserver), timeout=5)
     wait_for(lambda: not any(name in n for n in os.listdir("/dev/shm")), timeout=5)
     assert time.monotonic() - t0 < 5
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..sync.condvar import cv_broadcast, cv_signal, cv_wait
 from ..sync.kthread import KThread
-from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_enter_nested, mutex_exit
 from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
@@ -672,13 +672,15 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
     if s.p_flag & SVFORK:
         pp = K.proc(s.p_parent)
         while True:  # try_again:
+            # Two p_locks: the child's, then its parent's as lockdep subclass 1
+            # (the declared order p_lock -> p_lock/1).
             if K.bug("relvm_parent_first"):
-                mutex_enter(pp.p_lock)
+                mutex_enter_nested(pp.p_lock, 1)
                 mutex_enter(p.p_lock)
             else:
                 mutex_enter(p.p_lock)  # the child's lock first
                 prbarrier(K, p)
-                mutex_enter(pp.p_lock)
+                mutex_enter_nested(pp.p_lock, 1)
             if pp.s.p_proc_flag & P_PR_LOCK:
                 mutex_exit(p.p_lock)
                 prbarrier(K, pp)
@@ -730,7 +732,7 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
         if not cp.s.p_flag & SVFORK:
             mutex_exit(cp.p_lock)
             break
-        mutex_enter(pp.p_lock)
+        mutex_enter_nested(pp.p_lock, 1)  # the child's p_lock is held: parent's is nested
         mutex_exit(cp.p_lock)
         if K.bug("vfwait_no_recheck"):
             # wait once and trust the wake-up

@@ -23,6 +23,7 @@ class KernelParams:
     faults: dict[str, Any] = field(default_factory=dict)
     probe_capacity: int = 1 << 16
     bugs: list[str] = field(default_factory=list)
+    lockdep: str = "warn"  # the lock-order validator: off, warn or panic
 
     @property
     def v_maxupttl(self) -> int:
@@ -70,6 +71,8 @@ def make_params(**kw: Any) -> KernelParams:
         raise BadInput(f"deadlock_timeout must be a number of seconds in (0, 86400], not {dt!r}")
     if not isinstance(p.faults, dict):
         raise BadInput("faults must be a dict of site -> settings")
+    if p.lockdep not in ("off", "warn", "panic"):
+        raise BadInput(f"lockdep must be 'off', 'warn' or 'panic', not {p.lockdep!r}")
     if not isinstance(p.bugs, (list, tuple)):
         raise BadInput("bugs must be a list of bug names")
     return p

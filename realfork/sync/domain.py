@@ -32,6 +32,7 @@ from ..shm.segment import (
 )
 from ..shm.table import Table, declare_table
 from ..shm.turnstile import NCHAINS, ChainLocks
+from . import lockdep as _lockdep
 from . import report as _report
 from .kthread import KThread, sem_init
 from .objects import HANDLE_TYPES, KCondvar, KMutex, KRWLock, KSema, SyncObject
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "nsync": 4096,  # synchronization objects
     "deadlock_timeout": 10.0,  # seconds any blocking wait may last
     "probe_capacity": 65536,  # probe ring records
+    "lockdep": "warn",  # the lock-order validator: "off", "warn" or "panic"
 }
 MAX_SLOTS = 1 << 22
 
@@ -83,6 +85,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         if v > MAX_SLOTS:
             raise ResourceError(f"{k}={v:,} is more than realfork can lay out "
                                 f"(at most {MAX_SLOTS:,})")
+    if out["lockdep"] not in _lockdep.MODES:
+        raise BadInput(f"lockdep must be one of {', '.join(_lockdep.MODES)}, "
+                       f"not {out['lockdep']!r}")
     dt = out["deadlock_timeout"]
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
         raise BadInput(f"deadlock_timeout must be a positive number of seconds, not {dt!r}")
@@ -159,6 +164,8 @@ class Substrate:
         self.params: dict[str, Any] = {}
         # The kernel layer replaces this: is a signal or hold request pending?
         self.sig_pending: Callable[[KThread], bool] = lambda t: bool(t.s.t_sig_check)
+        # The lock-order validator in this process; None when it is off.
+        self.lockdep: _lockdep.Validator | None = _lockdep.attach(self)
 
     # -- construction ---------------------------------------------------------------
 
@@ -170,6 +177,7 @@ class Substrate:
         declare_table(layout, "kthread", kthread_t, p["maxlwps"])
         declare_ring(layout, p["probe_capacity"])
         layout.add("panic", ctypes.c_char, PANIC_BYTES)
+        _lockdep.declare(layout)
 
     @classmethod
     def boot(cls, extra_layout: Callable[[Layout], None] | None = None,
@@ -197,19 +205,27 @@ class Substrate:
         dom.timeout_ns = g.deadlock_timeout_ns
         dom.kthreads.format()
         dom.ring.format()
+        _lockdep.setup(dom, p["lockdep"])
         return dom
 
     @classmethod
     def attach(cls, name: str) -> Substrate:
         seg = Segment.attach(name)
-        try:
-            chains = ChainLocks(name, create=False)
-        except FileNotFoundError:
-            seg.unmap()
-            raise BadInput(f"kernel {name!r} is shutting down") from None
-        except BaseException:
-            seg.unmap()
-            raise
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                chains = ChainLocks(name, create=False)
+                break
+            except FileNotFoundError:
+                # booting (the chain locks come right after the segment) or gone
+                if time.monotonic() < deadline and creator_alive(seg):
+                    time.sleep(0.01)
+                    continue
+                seg.unmap()
+                raise BadInput(f"kernel {name!r} is shutting down") from None
+            except BaseException:
+                seg.unmap()
+                raise
         dom = cls(seg, chains)
         dom.params = msgpack.unpackb(seg.params)
         return dom
@@ -222,6 +238,7 @@ class Substrate:
         if cid is not None:
             return cid
         raw = name.encode()
+        added = False
         with self.chains.chain(ALLOC_CHAIN):
             g = self.g
             for i in range(g.nclasses):
@@ -236,7 +253,10 @@ class Substrate:
                 c.name = raw
                 c.inst_label = inst_label.encode()
                 g.nclasses = cid + 1
+                added = True
         self._class_ids[name] = cid
+        if added and self.lockdep is not None:
+            self.lockdep.class_added(cid, name)  # seed its declared orders
         return cid
 
     def class_name(self, cid: int) -> tuple[str, str]:
@@ -395,13 +415,22 @@ class Substrate:
         ctypes.memmove(self.seg.region_address("panic"), data, len(data))
         self.g.panic_len = len(data)
 
-    def panic_report(self) -> _report.WaitReport | None:
-        """The report stored by the panic, once it is complete."""
+    def panic_report(self, wait: float = 0.0) -> _report.WaitReport | None:
+        """The report stored by the panic, once it is complete.  ``wait``: how
+        long to wait for a panic in progress (in any process) to store it."""
         n = self.g.panic_len
+        deadline = time.monotonic() + wait
+        while not n and self.g.panicked and time.monotonic() < deadline:
+            time.sleep(0.005)
+            n = self.g.panic_len
         if not n:
             return None
         data = ctypes.string_at(self.seg.region_address("panic"), n)
         return _report.WaitReport.from_dict(msgpack.unpackb(data))
+
+    def lockdep_reports(self) -> list[_lockdep.LockdepReport]:
+        """The lock-order inversions recorded so far (any attached process)."""
+        return _lockdep.reports(self)
 
     @property
     def panicked(self) -> bool:
@@ -430,6 +459,8 @@ class Substrate:
         if self.closed:
             return []
         self.closed = True
+        for h in [h for h in _lockdep.NESTED if getattr(h, "dom", None) is self]:
+            del _lockdep.NESTED[h]  # nested holds of a kernel that is going away
         stuck: list[str] = []
         try:
             if self.seg.creator:
@@ -447,6 +478,7 @@ class Substrate:
                 if th.is_alive() and t.os_thread is th:
                     stuck.append(th.name)
         finally:
+            _lockdep.detach(self)
             if self.seg.creator:
                 self.seg.unlink()
                 self.chains.unlink()

@@ -9,6 +9,10 @@ it (illumos lets woken waiters compete again; handing off keeps waits fair,
 so an expired deadline never blames a starved waiter for a lock that was free
 in between).  Every sleep has the kernel's deadlock deadline, after which the
 kernel panics with a wait-for report.
+
+Before a thread that already holds a lock takes another, the lock-order
+validator (``lockdep``) checks the order of their classes;
+``mutex_enter_nested`` names the subclass of a second lock of one class.
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ from __future__ import annotations
 import os
 import time
 
-from . import lockstat, sleepq
+from . import lockdep, lockstat, sleepq
 from .kthread import KThread, _cpu
 from .objects import KMutex
 from .structs import MAXHELD, TS_ONPROC, WAKE_SIGNALLED, WAKE_TIMEOUT
 
 MUTEX_SPINS = 20  # looks at a running owner before sleeping
 _yield = os.sched_yield  # releases the GIL: a same-process owner can run
+_nested = lockdep.NESTED  # subclasses of held locks taken nested (empty when off)
 
 
 def mutex_enter(m: KMutex) -> None:
     t = _cpu.t
+    n = t.nheld
+    if n and lockdep.ON:  # nothing to learn when no other lock is held
+        lockdep.check(m, t, 0, n)
     lk = m.lk
     if not lk.acquire(False):
         m.dom.chain_enter(lk)
@@ -35,7 +43,6 @@ def mutex_enter(m: KMutex) -> None:
         s.owner = t.id
         lk.release()
         # t.held_push(m.idx + 1), inlined: this is the hottest path in realfork
-        n = t.nheld
         if n >= MAXHELD - 1:
             t.held_push(m.idx + 1)  # panics with the reason
         t.held[n] = m.idx + 1
@@ -44,6 +51,31 @@ def mutex_enter(m: KMutex) -> None:
             _acquired(m, t, 0)
         return
     mutex_vector_enter(m, t)
+
+
+def mutex_enter_nested(m: KMutex, subclass: int) -> None:
+    """``mutex_enter`` of a lock whose class the thread may already hold, as
+    lockdep's ``mutex_lock_nested``: the lock counts as node ``class/subclass``
+    until released (1 for a parent's ``p_lock`` taken under its child's)."""
+    if not 0 <= subclass < lockdep.NSUB:
+        raise ValueError(f"lock subclass {subclass} out of range 0..{lockdep.NSUB - 1}")
+    t = _cpu.t
+    if t.nheld and lockdep.ON:
+        lockdep.check(m, t, subclass, t.nheld)
+    lk = m.lk
+    if not lk.acquire(False):
+        m.dom.chain_enter(lk)
+    s = m.s
+    if s.owner == 0:
+        s.owner = t.id
+        lk.release()
+        t.held_push(m.idx + 1)
+        if lockstat.ON:
+            _acquired(m, t, 0)
+    else:
+        mutex_vector_enter(m, t)
+    if subclass and lockdep.ON:
+        _nested[m] = subclass
 
 
 def mutex_vector_enter(m: KMutex, t: KThread) -> None:
@@ -135,6 +167,8 @@ def mutex_exit(m: KMutex) -> None:
         t.nheld = n
     else:
         t.held_remove(m.idx + 1)
+    if _nested:
+        _nested.pop(m, None)
     if lockstat.ON:
         _released(m, t)
 

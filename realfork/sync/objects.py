@@ -43,6 +43,8 @@ class SyncObject:
         self.s.inst = inst
 
     def __repr__(self) -> str:
+        if self.dom.closed:  # the segment may be unmapped: do not touch it
+            return f"<{KIND_NAMES.get(self.kind, '?')} #{self.idx} of a closed kernel>"
         return f"<{KIND_NAMES.get(self.kind, '?')} {self.name}>"
 
 
