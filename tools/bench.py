@@ -184,9 +184,18 @@ def main() -> int:
           f"{100 * r['cv_vs_sem_pingpong']:.0f}% of the semaphore ping-pong (target >= 30%)")
     print(json.dumps({"bench": "substrate", **{k: round(v, 3) for k, v in r.items()}}))
 
-    from bench_fork import measure
+    from realfork.sync import lockdep
+
+    ld = lockdep.bench()
+    print("lock-order validator, ns per uncontended mutex_enter+mutex_exit:")
+    for k, v in ld.items():
+        print(f"  {k:32s} {v:8.0f}")
+    print(json.dumps({"bench": "lockdep", **{k: round(v, 1) for k, v in ld.items()}}))
+
+    from bench_fork import measure, measure_processes
 
     f = measure(args.quick)
+    f.update(measure_processes(args.quick))
     print("fork cycles, threads backend (init's run time; boot excluded):")
     for k, v in f.items():
         print(f"  {k:32s} {v:10.1f}" if v is not None else f"  {k:32s} (not installed)")
