@@ -219,7 +219,7 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         if clone is None:
             return _forklwperr(K, t, p, cp, isvfork, "forklwp")
     else:
-        assert s.p_lwpwait == 0 or K.bug("forkall_unheld")  # forced out with EINTR
+        assert s.p_lwpwait == 0  # lwp_wait callers were forced out with EINTR
         for _i, lwpid, tid, start in dir_entries(K, p):
             if tid:
                 src = K.thread(tid)

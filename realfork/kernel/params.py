@@ -9,6 +9,11 @@ from ..errors import BadInput, ResourceError
 
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
+# Kernel bugs that can be switched on (each a small change to the real code path).
+KNOWN_BUGS = ("vfork_keeps_holdlwp", "holdlwp_cleared_unlocked", "fork_fail_under_prlock",
+              "zone_set_late", "relvm_parent_first", "relvm_lost_wakeup",
+              "vfwait_no_recheck", "pidlock_dropped_before_forkret")
+
 
 @dataclass
 class KernelParams:
@@ -75,4 +80,7 @@ def make_params(**kw: Any) -> KernelParams:
         raise BadInput(f"lockdep must be 'off', 'warn' or 'panic', not {p.lockdep!r}")
     if not isinstance(p.bugs, (list, tuple)):
         raise BadInput("bugs must be a list of bug names")
+    for b in p.bugs:
+        if b not in KNOWN_BUGS:
+            raise BadInput(f"unknown bug {b!r} (known: {', '.join(KNOWN_BUGS)})")
     return p
