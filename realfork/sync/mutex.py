@@ -62,17 +62,7 @@ def mutex_enter_nested(m: KMutex, subclass: int) -> None:
     t = _cpu.t
     if t.nheld and lockdep.ON:
         lockdep.check(m, t, subclass, t.nheld)
-    lk = m.lk
-    if not lk.acquire(False):
-        m.dom.chain_enter(lk)
-    s = m.s
-    if s.owner == 0:
-        s.owner = t.id
-        lk.release()
-        t.held_push(m.idx + 1)
-        if lockstat.ON:
-            _acquired(m, t, 0)
-    else:
+    if not _take_if_free(m, t):
         mutex_vector_enter(m, t)
     if subclass and lockdep.ON:
         _nested[m] = subclass
@@ -121,8 +111,9 @@ def mutex_vector_enter(m: KMutex, t: KThread) -> None:
         _acquired(m, t, time.monotonic_ns() - start)
 
 
-def mutex_tryenter(m: KMutex) -> bool:
-    t = _cpu.t
+def _take_if_free(m: KMutex, t: KThread) -> bool:
+    """Take ``m`` if it is free (True); otherwise return False still holding
+    its chain lock, ready for ``mutex_vector_enter``."""
     lk = m.lk
     if not lk.acquire(False):
         m.dom.chain_enter(lk)
@@ -134,7 +125,13 @@ def mutex_tryenter(m: KMutex) -> bool:
         if lockstat.ON:
             _acquired(m, t, 0)
         return True
-    lk.release()
+    return False
+
+
+def mutex_tryenter(m: KMutex) -> bool:
+    if _take_if_free(m, _cpu.t):
+        return True
+    m.lk.release()
     return False
 
 
