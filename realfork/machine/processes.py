@@ -18,7 +18,6 @@ Three kinds of OS process share the segment:
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
@@ -253,9 +252,3 @@ def host_main(K: Kernel, sup: ProcessesMachine, i: int) -> None:
         if th is not None:
             th.join(max(0.0, deadline - time.monotonic()))
 
-
-def host_threads_doc() -> str:
-    return "one dispatcher thread per host, plus one thread per lwp"
-
-
-__all__ = ["H_IDLE", "WANT_IDLE", "ProcessesMachine", "ctypes", "host_threads_doc"]
