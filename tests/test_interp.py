@@ -485,36 +485,6 @@ def test_vfork_parent_takes_other_signals_only_after_the_child_is_done() -> None
     """) == 128 + SIGUSR1
 
 
-def test_vfork_parents_other_lwps_are_held_until_the_child_is_done() -> None:
-    assert status("""
-        lwp_create counter
-        sleep 20
-        vfork
-        beq rv, 0, child
-        load r1, 3              ; how far the counter got while the child ran
-        store 10, 1
-        lwp_wait 0
-        wait
-        exit r1
-    child:
-        load r2, 1
-        sleep 100               ; the counter would advance now if it ran
-        load r3, 1
-        sub r3, r2
-        store 3, r3
-        exit 0
-    counter:
-        load r4, 10
-        bne r4, 0, done
-        add r5, 1
-        store 1, r5
-        sleep 1
-        jmp counter
-    done:
-        lwp_exit
-    """) == 0
-
-
 # -- exit ------------------------------------------------------------------------------------
 
 
