@@ -87,7 +87,7 @@ class System:
         self.dom = Substrate.boot(
             maxlwps=params.maxlwps, nsync=nsync_needed(params),
             deadlock_timeout=float(params.deadlock_timeout),
-            probe_capacity=params.probe_capacity, lockdep=params.lockdep,
+            probe_capacity=params.probe_capacity, lockdep=params.lockdep, noise=params.noise,
             extra_layout=layout, extra_params={"kernel": params.to_dict()})
         try:
             self.K = K = Kernel(self.dom, params)

@@ -11,9 +11,12 @@ import argparse
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import BadInput, ResourceError
+
+if TYPE_CHECKING:
+    from .kernel.params import KernelParams
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_USAGE, EXIT_RESOURCES = 0, 1, 2, 3
 
@@ -78,6 +81,16 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
                    help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
                    help="switch on a catalogued kernel bug (repeatable)")
+    p.add_argument("--lockdep", choices=("off", "warn", "panic"), default=None,
+                   help="the lock-order validator (default warn)")
+    p.add_argument("--noise", choices=("off", "contest", "pct"), default=None,
+                   help="schedule noise at every lock operation (default off)")
+    p.add_argument("--noise-prob", type=float, default=None, metavar="P",
+                   help="chance that a noise point delays its thread (default 0.05)")
+    p.add_argument("--noise-sleep-us", type=int, default=None, metavar="US",
+                   help="longest noise delay in microseconds (default 200)")
+    p.add_argument("--noise-seed", type=int, default=None, metavar="N",
+                   help="seed of the noise (default: --seed)")
 
 
 def boot_params(args: argparse.Namespace) -> dict:
@@ -85,11 +98,42 @@ def boot_params(args: argparse.Namespace) -> dict:
 
     params: dict = {"backend": args.backend, "seed": args.seed,
                     "faults": parse_fault_specs(args.faults), "bugs": list(args.bug)}
-    for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout"):
+    for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout", "lockdep"):
         v = getattr(args, k)
         if v is not None:
             params[k] = v
+    noise: dict = {}
+    for k, opt in (("mode", "noise"), ("prob", "noise_prob"), ("sleep_us", "noise_sleep_us"),
+                   ("seed", "noise_seed")):
+        v = getattr(args, opt)
+        if v is not None:
+            noise[k] = v
+    if noise:
+        noise.setdefault("mode", "contest")
+        noise.setdefault("seed", args.seed & 0x7FFFFFFF)
+        params["noise"] = noise
     return params
+
+
+def boot_options(p: KernelParams) -> str:
+    """The command-line options that boot a kernel like ``p`` (for reproducers)."""
+    from .kernel.faults import format_fault_spec
+    from .kernel.params import KernelParams as Defaults
+
+    d = Defaults()
+    opts = [f"--backend {p.backend}", f"--seed {p.seed}"]
+    for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout", "lockdep"):
+        v = getattr(p, k)
+        if v != getattr(d, k):
+            opts.append(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float)
+                        else f"--{k.replace('_', '-')} {v}")
+    opts += [f"--faults {format_fault_spec(s, k)}" for s, k in p.faults.items()]
+    opts += [f"--bug {b}" for b in p.bugs]
+    noise = p.noise or {}
+    if noise.get("mode", "off") != "off":
+        opts.append(f"--noise {noise['mode']} --noise-prob {noise['prob']:g} "
+                    f"--noise-sleep-us {noise['sleep_us']} --noise-seed {noise['seed']}")
+    return " ".join(opts)
 
 
 def read_program(path: str) -> object:

@@ -99,11 +99,9 @@ def _repro(system: realfork.System, nodeid: str) -> str:
         path = os.path.join(d, safe + ".rfm")
         with open(path, "wb") as f:
             f.write(data)
-        opts = f"--backend {p.backend} --seed {p.seed} --nproc {p.nproc}"
-        if p.faults:
-            from .kernel.faults import format_fault_spec
+        from .cli import boot_options
 
-            opts += "".join(f" --faults {format_fault_spec(s, k)}" for s, k in p.faults.items())
+        opts = boot_options(p)
         lines.append(f"reproduce: realfork run {opts} {path}")
     rep = system.panic_report()
     if rep is not None:

@@ -157,3 +157,88 @@ def test_pytest_timeout_thread_method_reports_and_releases(pytester: pytest.Pyte
     assert "realfork wait-for report" in out
     assert "pytest-timeout (6 s) is about to fire" in out
     assert descendants() <= kids
+
+
+VFORK_LOOP = '''
+main:
+    mov r1, 0
+loop:
+    vfork
+    beq rv, 0, child
+    wait rv
+    add r1, 1
+    blt r1, 5000, loop
+    exit 0
+child:
+    exit 3
+'''
+
+
+def test_processes_abba_deadlock_names_the_cycle_and_the_session_goes_on(
+        pytester: pytest.Pytester) -> None:
+    # relvm_parent_first: the vfork child takes its parent's p_lock before its
+    # own, while the parent's vfwait holds the child's and wants its own.
+    # Schedule noise widens the window so the ABBA happens within seconds.
+    pytester.makepyfile(f'''
+        import pytest
+
+        @pytest.mark.timeout(120)
+        @pytest.mark.realfork(backend="processes", bugs=["relvm_parent_first"],
+                              deadlock_timeout=1.0, seed=1,
+                              noise={{"mode": "contest", "prob": 0.5, "sleep_us": 1000,
+                                      "seed": 1}})
+        def test_abba(kernel):
+            r = kernel.run({VFORK_LOOP!r}, timeout=100)
+            assert r.report is None, str(r.report)
+
+        def test_next(kernel):
+            assert kernel.run("exit 5").status == 5
+    ''')
+    kids = descendants()
+    result = run(pytester)
+    result.assert_outcomes(failed=1, passed=1)
+    out = result.stdout.str()
+    assert "realfork DEADLOCK" in out
+    # the cycle: the parent in vfwait and its child in relvm, each holding
+    # the p_lock the other wants
+    cycle = [ln for ln in out.splitlines() if "cycle: " in ln]
+    assert cycle, out
+    assert "(vfwait) holds p_lock[pid " in cycle[0] and "(relvm), which waits for p_lock" \
+        in cycle[0]
+    repro = next(ln for ln in out.splitlines() if ln.startswith("reproduce: realfork run"))
+    for opt in ("--backend processes", "--seed 1", "--deadlock-timeout 1",
+                "--bug relvm_parent_first", "--noise contest --noise-prob 0.5"):
+        assert opt in repro, repro
+    assert descendants() <= kids
+
+
+def test_lost_wakeup_is_reported_as_a_hang(pytester: pytest.Pytester) -> None:
+    # relvm_lost_wakeup: the vfork child gives the address space back without
+    # waking its parent, then runs on in a new image, so the parent's p_cv
+    # wait has no lock cycle; it is still a hang.
+    program = '''
+        vfork
+        beq rv, 0, child
+        wait rv
+        exit 0
+    child:
+        exec image
+    image:
+        sleep 60000
+        exit 0
+    '''
+    pytester.makepyfile(f'''
+        import pytest
+
+        @pytest.mark.timeout(120)
+        @pytest.mark.realfork(bugs=["relvm_lost_wakeup"], deadlock_timeout=1.0)
+        def test_lost(kernel):
+            r = kernel.run({program!r}, timeout=100)
+            assert r.report is None, str(r.report)
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "realfork HANG: pid 1 lwp 1 sleeps on p_cv[pid 1] (condvar) and nobody will " \
+           "signal it: its vfork child pid" in out
+    assert "gave the address space back without waking it" in out

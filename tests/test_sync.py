@@ -354,3 +354,113 @@ def test_patient_wait_outlives_the_deadline_while_the_kernel_progresses() -> Non
         t.os_thread.join(10)
         rep = d.panic_report()
         assert rep is not None and rep.kind == "hang"
+
+
+def _waiter_with_waker(d: Substrate, cv, m, waker: int, stuck=None) -> list:
+    """Start a patient cv waiter that names ``waker``; the list gets its panic."""
+    out: list = []
+
+    def waiter() -> None:
+        mutex_enter(m)
+        try:
+            cv_wait(cv, m, patient=True, waker=waker, stuck=stuck)
+        except KernelPanic as e:
+            out.append(e)
+            return
+        mutex_exit(m)
+        out.append("woken")
+
+    return [ThreadFactory(d).spawn(waiter, name="waiter"), out]
+
+
+def test_cv_waiter_whose_waker_exited_is_a_hang_while_the_kernel_progresses() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=0.3) as d:
+        m = d.new_mutex("m")
+        cv = d.new_cv("p_cv")
+        f = ThreadFactory(d)
+        gone = threading.Event()
+        waker = f.spawn(gone.wait, name="waker")  # exits without signalling
+        t, out = _waiter_with_waker(d, cv, m, waker.id)
+        wait_until(lambda: cv.s.nwaiters == 1)
+        rep = d.report()
+        assert rep.thread(t.id).waker == waker.id and rep.hangs == []
+        assert f"to be signalled by kthread {waker.id} 'waker'" in str(rep)
+        gone.set()
+        waker.os_thread.join(10)
+        rep = d.report()  # at once, before any deadline
+        assert rep.hangs == [t.id] and rep.thread(t.id).waker_gone
+        assert "hang: kthread" in str(rep) and "has exited" in str(rep)
+        while not out:  # progress never stops, yet the waiter is found hung
+            d.g.progress += 1
+            time.sleep(0.05)
+        panic = d.panic_report()
+        assert panic is not None and panic.kind == "hang" and panic.culprit == t.id
+        assert "nobody will signal it: its waker kthread" in panic.message
+        t.os_thread.join(10)
+
+
+def test_cv_waiter_with_a_stuck_condition_is_a_hang_after_two_deadlines() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=0.3) as d:
+        m = d.new_mutex("m")
+        cv = d.new_cv("p_cv")
+        calls: list[float] = []
+
+        def stuck() -> str:
+            calls.append(time.monotonic())
+            return "the flag is clear"
+
+        t, out = _waiter_with_waker(d, cv, m, 0, stuck)
+        while not out:
+            d.g.progress += 1
+            time.sleep(0.05)
+        assert len(calls) == 2  # suspected at the first deadline, confirmed at the second
+        rep = d.panic_report()
+        assert rep is not None and rep.kind == "hang"
+        assert rep.message.endswith("nobody will signal it: the flag is clear")
+        t.os_thread.join(10)
+
+
+def test_cv_waiter_with_a_waker_is_woken_normally_and_forms_cycles() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=5.0) as d:
+        m = d.new_mutex("m")
+        lk = d.new_mutex("pidlock")
+        cv = d.new_cv("p_cv")
+        f = ThreadFactory(d)
+        blocked = threading.Event()
+
+        def waker_body() -> None:
+            blocked.wait()
+            mutex_enter(lk)  # held by the waiter: a cycle through the condvar
+            mutex_exit(lk)
+            mutex_enter(m)
+            cv_signal(cv)
+            mutex_exit(m)
+
+        waker = f.spawn(waker_body, name="waker")
+        out: list = []
+
+        def waiter() -> None:
+            mutex_enter(lk)
+            mutex_enter(m)
+            cv_wait(cv, m, patient=True, waker=waker.id)
+            mutex_exit(m)
+            mutex_exit(lk)
+            out.append("woken")
+
+        t = f.spawn(waiter, name="waiter")
+        wait_until(lambda: cv.s.nwaiters == 1)
+        blocked.set()
+        wait_until(lambda: lk.s.nwaiters == 1)
+        rep = d.report()
+        assert rep.cycles == [sorted([t.id, waker.id])]
+        text = rep.cycle_text(rep.cycles[0])
+        assert text == (f"kthread {waker.id} 'waker' (waker_body) must signal p_cv, waits "
+                        f"for pidlock held by kthread {t.id} 'waiter' (waiter), which waits "
+                        "for p_cv")
+        # break the cycle from outside: signal the cv ourselves
+        with ThreadFactory.adopt(d, "main"):
+            mutex_enter(m)
+            cv_signal(cv)
+            mutex_exit(m)
+        join_all([t, waker])
+        assert out == ["woken"] and not d.panicked

@@ -711,6 +711,20 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
         as_free(K, old)
 
 
+def _vfork_released(K: Kernel, cp: Proc, pid: int) -> Callable[[], str | None]:
+    """For a sleeping vfork parent: why its child no longer owes it a wake-up."""
+    gen = K.procs.slots[cp.slot].slot_gen
+
+    def check() -> str | None:
+        slot = K.procs.slots[cp.slot]
+        if not slot.slot_inuse or slot.slot_gen != gen or slot.p_pid != pid:
+            return f"its vfork child pid {pid} is gone"
+        if not slot.p_flag & SVFORK:
+            return f"its vfork child pid {pid} gave the address space back without waking it"
+        return None
+    return check
+
+
 def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     """The vfork parent waits until child ``pid`` gives the address space back."""
     from .pid import prfind
@@ -734,16 +748,20 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
             break
         mutex_enter_nested(pp.p_lock, 1)  # the child's p_lock is held: parent's is nested
         mutex_exit(cp.p_lock)
+        # The child's lwp wakes us from relvm; if it exits first, or SVFORK is
+        # clear for two deadlines while we still sleep, the wake-up was lost.
+        waker = cp.s.p_tlist
+        stuck = _vfork_released(K, cp, pid)
         if K.bug("vfwait_no_recheck"):
             # wait once and trust the wake-up
-            cv_wait(pp.p_cv, pp.p_lock, patient=True)
+            cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
             mutex_exit(pp.p_lock)
             break
         if not signalled:
-            if not kcv_wait_sig(K, pp.p_cv, pp.p_lock):
+            if not kcv_wait_sig(K, pp.p_cv, pp.p_lock, waker, stuck):
                 signalled = True
         else:
-            cv_wait(pp.p_cv, pp.p_lock, patient=True)
+            cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
         mutex_exit(pp.p_lock)
     a = K.ases.slots[pp.s.p_as - 1]
     if pp.s.p_wcount:  # re-apply the watch protections

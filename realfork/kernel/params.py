@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BadInput, ResourceError
+from ..sync.noise import make_config as make_noise_config
 
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
@@ -29,6 +30,8 @@ class KernelParams:
     probe_capacity: int = 1 << 16
     bugs: list[str] = field(default_factory=list)
     lockdep: str = "warn"  # the lock-order validator: off, warn or panic
+    # schedule noise (realfork.sync.noise.NoiseConfig fields), e.g. {"mode": "contest"}
+    noise: dict[str, Any] = field(default_factory=dict)
 
     @property
     def v_maxupttl(self) -> int:
@@ -78,6 +81,9 @@ def make_params(**kw: Any) -> KernelParams:
         raise BadInput("faults must be a dict of site -> settings")
     if p.lockdep not in ("off", "warn", "panic"):
         raise BadInput(f"lockdep must be 'off', 'warn' or 'panic', not {p.lockdep!r}")
+    if not isinstance(p.noise, dict):
+        raise BadInput("noise must be a dict of settings, e.g. {'mode': 'contest'}")
+    p.noise = make_noise_config(p.noise).to_dict()
     if not isinstance(p.bugs, (list, tuple)):
         raise BadInput("bugs must be a list of bug names")
     for b in p.bugs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..sync.condvar import cv_broadcast, cv_signal, cv_wait, cv_wait_sig
+from ..sync.condvar import Stuck, cv_broadcast, cv_signal, cv_wait, cv_wait_sig
 from ..sync.kthread import KThread, _cpu
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
 from ..sync.objects import KCondvar, KMutex
@@ -235,12 +235,13 @@ def sigdefault(K: Kernel, p: Proc) -> None:
     s.p_catch = 0
 
 
-def kcv_wait_sig(K: Kernel, cv: KCondvar, m: KMutex) -> int:
+def kcv_wait_sig(K: Kernel, cv: KCondvar, m: KMutex, waker: int = 0,
+                 stuck: Stuck | None = None) -> int:
     """``cv_wait_sig`` with illumos's epilogue: 0 when the system call must
     fail with EINTR; > 0 after a wake-up or after being stopped in place by a
     hold or /proc request (the caller re-checks its condition).  Patient."""
     t = _cpu.t
-    r = cv_wait_sig(cv, m, patient=True)
+    r = cv_wait_sig(cv, m, patient=True, waker=waker, stuck=stuck)
     if r > 0:
         return r
     p = K.proc(K.lwps[t.slot].t_procp)

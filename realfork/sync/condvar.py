@@ -11,11 +11,21 @@ illumos code does; then a waiter count of zero is a stable answer.
 or as soon as it is woken, when the thread has a pending signal or hold
 request (the substrate's ``sig_pending`` hook, which the kernel layer
 installs), and a positive value after a normal wake-up.
+
+Lost wake-ups.  A waiter may name its *waker*, the kernel thread expected
+to signal it (a vfork parent names its child's lwp), and a *stuck* test that
+says, in words, why its wake-up condition already holds.  A patient wait
+that reaches its deadline is then a hang, even while the rest of the kernel
+makes progress, when the waker has exited (its signal would have dequeued
+us first), or when ``stuck`` answers at two deadlines in a row (a signal
+racing with the first check has had a whole deadline to arrive) or at one
+deadline during which nothing in the kernel moved.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import sleepq
 from .kthread import _cpu
@@ -23,9 +33,18 @@ from .mutex import mutex_enter, mutex_exit
 from .objects import KCondvar, KMutex
 from .structs import T_WAKEABLE, TS_ONPROC, WAKE_INTERRUPTED, WAKE_SIGNALLED, WAKE_TIMEOUT
 
+Stuck = Callable[[], str | None]
+
+
+def waker_gone(dom: object, tid: int, gen: int) -> bool:
+    """Has kernel thread ``tid`` (slot generation ``gen``) exited?"""
+    slot = dom.kthreads.slots[tid - 1]  # type: ignore[attr-defined]
+    return not slot.slot_inuse or slot.slot_gen != gen
+
 
 def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None,
-              patient: bool = False, idle: bool = False) -> int:
+              patient: bool = False, idle: bool = False, waker: int = 0,
+              stuck: Stuck | None = None) -> int:
     """Sleep on ``cv`` releasing ``m``; reacquire ``m``; the wake reason.
 
     A *patient* wait (a parent in ``waitid``, a held lwp, ``sleep``) may last
@@ -42,20 +61,33 @@ def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None
     t.record_chain(3)
     wchan = cv.idx + 1
     dom.chain_enter(lk)
+    ts = t.s
+    ts.t_waker = waker
+    ts.t_waker_gen = dom.kthreads.slots[waker - 1].slot_gen if waker else 0
+    waker_name = dom.thread_name(waker) if waker else ""
     sleepq.enqueue(dom, cv.s, t, wchan, T_WAKEABLE if interruptible else 0, deadline)
     if interruptible and dom.sig_pending(t):
         # A signal or hold request is already pending: give up before sleeping.
         sleepq.unlink(dom, cv.s, t.id)
-        t.s.t_wchan = 0
-        t.s.t_state = TS_ONPROC
+        ts.t_wchan = 0
+        ts.t_state = TS_ONPROC
+        ts.t_waker = 0
         lk.release()
         return WAKE_INTERRUPTED
     lk.release()
     mutex_exit(m)
     seen = dom.g.progress
+    suspected = ""
     why = sleepq.sleep(dom, t, lk, wchan)
     while why == WAKE_TIMEOUT and deadline == panic_at:
-        if not idle and (not patient or dom.g.progress == seen):
+        if waker and waker_gone(dom, waker, ts.t_waker_gen):
+            dom.lost_wakeup(t, cv, f"its waker {waker_name} has exited")
+        reason = stuck() if stuck is not None else None
+        stalled = not idle and (not patient or dom.g.progress == seen)
+        if reason and (stalled or reason == suspected):
+            dom.lost_wakeup(t, cv, reason)
+        suspected = reason or ""
+        if stalled:
             dom.deadline_expired(t, cv)
         # The kernel moved meanwhile: keep waiting, with a fresh deadline.
         seen = dom.g.progress
@@ -64,17 +96,21 @@ def _cv_block(cv: KCondvar, m: KMutex, interruptible: bool, until_ns: int | None
         why = sleepq.sleep(dom, t, lk, wchan)
     if why == WAKE_TIMEOUT:
         why = sleepq.cancel(dom, t, lk, wchan)  # the caller's own timeout
+    ts.t_waker = 0
     mutex_enter(m)
     return why
 
 
-def cv_wait(cv: KCondvar, m: KMutex, *, patient: bool = False, idle: bool = False) -> None:
-    _cv_block(cv, m, False, None, patient, idle)
+def cv_wait(cv: KCondvar, m: KMutex, *, patient: bool = False, idle: bool = False,
+            waker: int = 0, stuck: Stuck | None = None) -> None:
+    _cv_block(cv, m, False, None, patient, idle, waker, stuck)
 
 
-def cv_wait_sig(cv: KCondvar, m: KMutex, *, patient: bool = False) -> int:
+def cv_wait_sig(cv: KCondvar, m: KMutex, *, patient: bool = False, waker: int = 0,
+                stuck: Stuck | None = None) -> int:
     """0 if interrupted by a signal or hold request, else > 0."""
-    return 0 if _cv_block(cv, m, True, None, patient) == WAKE_INTERRUPTED else 1
+    why = _cv_block(cv, m, True, None, patient, False, waker, stuck)
+    return 0 if why == WAKE_INTERRUPTED else 1
 
 
 def cv_timedwait(cv: KCondvar, m: KMutex, until_ns: int) -> int:

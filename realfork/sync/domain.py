@@ -33,6 +33,7 @@ from ..shm.segment import (
 from ..shm.table import Table, declare_table
 from ..shm.turnstile import NCHAINS, ChainLocks
 from . import lockdep as _lockdep
+from . import noise as _noise
 from . import report as _report
 from .kthread import KThread, sem_init
 from .objects import HANDLE_TYPES, KCondvar, KMutex, KRWLock, KSema, SyncObject
@@ -62,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "deadlock_timeout": 10.0,  # seconds any blocking wait may last
     "probe_capacity": 65536,  # probe ring records
     "lockdep": "warn",  # the lock-order validator: "off", "warn" or "panic"
+    "noise": None,  # schedule noise settings (sync.noise.NoiseConfig fields); None: off
 }
 MAX_SLOTS = 1 << 22
 
@@ -93,6 +95,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         raise BadInput(f"deadlock_timeout must be a positive number of seconds, not {dt!r}")
     if dt > 86400:
         raise BadInput(f"deadlock_timeout of {dt} s is more than a day")
+    out["noise"] = _noise.make_config(out["noise"]).to_dict()
     return out
 
 
@@ -166,6 +169,8 @@ class Substrate:
         self.sig_pending: Callable[[KThread], bool] = lambda t: bool(t.s.t_sig_check)
         # The lock-order validator in this process; None when it is off.
         self.lockdep: _lockdep.Validator | None = _lockdep.attach(self)
+        # Schedule noise in this process; None when it is off (set once params are known).
+        self.noise: _noise.Noise | None = None
 
     # -- construction ---------------------------------------------------------------
 
@@ -206,6 +211,7 @@ class Substrate:
         dom.kthreads.format()
         dom.ring.format()
         _lockdep.setup(dom, p["lockdep"])
+        dom.noise = _noise.attach(dom, p["noise"])
         return dom
 
     @classmethod
@@ -228,6 +234,7 @@ class Substrate:
                 raise
         dom = cls(seg, chains)
         dom.params = msgpack.unpackb(seg.params)
+        dom.noise = _noise.attach(dom, dom.params.get("noise"))
         return dom
 
     # -- lock classes and objects --------------------------------------------------
@@ -388,6 +395,11 @@ class Substrate:
         msg = (f"{self.thread_name(t.id)} waited {secs:g} s on "
                f"{obj.name} ({type(obj).__name__[1:].lower()})")
         self.panic(msg, kind=kind, culprit=t.id)
+
+    def lost_wakeup(self, t: KThread, cv: SyncObject, reason: str) -> NoReturn:
+        """``t`` sleeps on ``cv`` and nobody will signal it: panic with a hang."""
+        self.panic(f"{self.thread_name(t.id)} sleeps on {cv.name} (condvar) and nobody "
+                   f"will signal it: {reason}", kind="hang", culprit=t.id)
 
     def panic(self, message: str, kind: str = "panic", culprit: int = 0) -> NoReturn:
         """Stop the kernel: record a report, wake every sleeper, unwind."""

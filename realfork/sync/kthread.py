@@ -33,6 +33,7 @@ class KThread:
         "held",
         "id",
         "nheld",
+        "noise",
         "os_thread",
         "s",
         "sem",
@@ -46,6 +47,7 @@ class KThread:
         self.s: kthread_t = dom.kthreads.slots[slot]
         self.held = self.s.t_held  # ctypes array: ksync index + 1, 0-ended
         self.nheld = 0  # this thread's own count of t_held entries
+        self.noise: list | None = None  # schedule-noise state (sync.noise)
         self.sem = ctypes.addressof(self.s) + kthread_t.t_sem.offset
         self.acquired_ns: dict[int, int] = {}  # lockstat: hold start per lock
         self.os_thread: threading.Thread | None = None

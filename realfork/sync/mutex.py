@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import lockdep, lockstat, sleepq
+from . import lockdep, lockstat, noise, sleepq
 from .kthread import KThread, _cpu
 from .objects import KMutex
 from .structs import MAXHELD, TS_ONPROC, WAKE_SIGNALLED, WAKE_TIMEOUT
@@ -32,6 +32,8 @@ _nested = lockdep.NESTED  # subclasses of held locks taken nested (empty when of
 
 def mutex_enter(m: KMutex) -> None:
     t = _cpu.t
+    if noise.ON:
+        noise.point(m.dom, t)
     n = t.nheld
     if n and lockdep.ON:  # nothing to learn when no other lock is held
         lockdep.check(m, t, 0, n)
@@ -60,6 +62,8 @@ def mutex_enter_nested(m: KMutex, subclass: int) -> None:
     if not 0 <= subclass < lockdep.NSUB:
         raise ValueError(f"lock subclass {subclass} out of range 0..{lockdep.NSUB - 1}")
     t = _cpu.t
+    if noise.ON:
+        noise.point(m.dom, t)
     if t.nheld and lockdep.ON:
         lockdep.check(m, t, subclass, t.nheld)
     if not _take_if_free(m, t):
@@ -168,6 +172,8 @@ def mutex_exit(m: KMutex) -> None:
         _nested.pop(m, None)
     if lockstat.ON:
         _released(m, t)
+    if noise.ON:
+        noise.point(m.dom, t)
 
 
 def MUTEX_HELD(m: KMutex) -> bool:

@@ -3,18 +3,32 @@
 Any process attached to a kernel can take a ``snapshot``: every kernel
 thread's state, the object it sleeps on and that object's owners, the locks
 it holds in order, its kernel call chain, and every cycle in the wait-for
-graph (thread -> owner of the object it waits for).  The panic path stores
+graph (thread -> owner of the object it waits for; for a condition variable
+whose waiter named its waker, the waker).  A condition-variable waiter whose
+waker has exited, or is itself stuck in a cycle or a hang, is *hung*: nobody
+will signal it, even though no lock cycle involves it.  The panic path stores
 the same report, msgpack-encoded, in the segment, so the supervisor reads it
 even when the panicking thread ran in another OS process.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .structs import KIND_NAMES, STATE_NAMES, SYNC_MUTEX, SYNC_RW, T_WAKEABLE, T_WANTWRITE, TS_SLEEP
+from .condvar import waker_gone
+from .structs import (
+    KIND_NAMES,
+    STATE_NAMES,
+    SYNC_CV,
+    SYNC_MUTEX,
+    SYNC_RW,
+    T_WAKEABLE,
+    T_WANTWRITE,
+    TS_SLEEP,
+)
 
 if TYPE_CHECKING:
     from .domain import Substrate
@@ -42,6 +56,8 @@ class ThreadState:
     blocked_ms: float = 0.0
     interruptible: bool = False
     wants_write: bool = False
+    waker: int = 0  # cv waits: the thread expected to signal, 0 unknown
+    waker_gone: bool = False  # ... and it has exited
 
     @property
     def function(self) -> str:
@@ -74,6 +90,7 @@ class WaitReport:
     threads: list[ThreadState] = field(default_factory=list)
     objects: list[ObjectState] = field(default_factory=list)
     cycles: list[list[int]] = field(default_factory=list)
+    hangs: list[int] = field(default_factory=list)  # cv waiters nobody will signal
 
     def __repr__(self) -> str:
         return f"<realfork {self.kind} report: {self.message}>"
@@ -111,10 +128,22 @@ class WaitReport:
         ts = [self.thread(tid) for tid in cycle]
         last = ts[-1]
         first = ts[0]
-        parts = [f"{first.label} holds {last.wchan_name}, waits for {first.wchan_name}"]
-        for t in ts[1:]:
-            parts.append(f" held by {t.label}, which waits for {t.wchan_name}")
+        has = "must signal" if last.wchan_kind == "condvar" else "holds"
+        parts = [f"{first.label} {has} {last.wchan_name}, waits for {first.wchan_name}"]
+        for prev, t in itertools.pairwise(ts):
+            by = "to be signalled by" if prev.wchan_kind == "condvar" else "held by"
+            parts.append(f" {by} {t.label}, which waits for {t.wchan_name}")
         return "".join(parts)
+
+    def hang_text(self, tid: int) -> str:
+        t = self.thread(tid)
+        if t.waker_gone:
+            why = f"its waker kthread {t.waker} has exited"
+        else:
+            w = self.thread(t.waker)
+            why = (f"its waker {w.label} is itself stuck on {w.wchan_kind} {w.wchan_name}"
+                   if w.wchan >= 0 else f"its waker {w.label}")
+        return f"{t.label} sleeps on condvar {t.wchan_name} and nobody will signal it: {why}"
 
     def __str__(self) -> str:
         head = {"deadlock": "DEADLOCK", "hang": "HANG", "panic": "PANIC"}.get(
@@ -123,6 +152,8 @@ class WaitReport:
                  else f"realfork {head}", f"kernel {self.kernel}"]
         for c in self.cycles:
             lines.append("cycle: " + self.cycle_text(c))
+        for h in self.hangs:
+            lines.append("hang: " + self.hang_text(h))
         if len(self.threads) > STACKS_AFTER:
             lines.append("stacks (threads grouped by call chain):")
             lines.append(self.stacks_text())
@@ -134,7 +165,10 @@ class WaitReport:
             if t.wchan >= 0:
                 how = " (interruptible)" if t.interruptible else ""
                 line += f" on {t.wchan_kind} {t.wchan_name}{how} for {t.blocked_ms:.0f} ms"
-                if t.owners:
+                if t.waker and t.wchan_kind == "condvar":
+                    line += (f", its waker kthread {t.waker} has exited" if t.waker_gone
+                             else f", to be signalled by {self._name(t.waker)}")
+                elif t.owners:
                     line += " held by " + ", ".join(
                         self.thread(o).label if self._has(o) else f"kthread {o}"
                         for o in t.owners)
@@ -144,6 +178,9 @@ class WaitReport:
             if t.chain:
                 lines.append("      chain: " + t.chain.replace(";", " < "))
         return "\n".join(lines)
+
+    def _name(self, tid: int) -> str:
+        return self.thread(tid).label if self._has(tid) else f"kthread {tid}"
 
     def _has(self, tid: int) -> bool:
         return any(t.id == tid for t in self.threads)
@@ -190,6 +227,9 @@ def snapshot(dom: Substrate, kind: str = "snapshot", message: str = "",
             t.blocked_ms = (now - ts.t_sleep_ns) / 1e6
             t.interruptible = bool(ts.t_sflag & T_WAKEABLE)
             t.wants_write = bool(ts.t_sflag & T_WANTWRITE)
+            if ts.t_waker and dom.syncs[wchan - 1].kind == SYNC_CV:
+                t.waker = ts.t_waker
+                t.waker_gone = waker_gone(dom, ts.t_waker, ts.t_waker_gen)
         threads.append(t)
     objects: dict[int, ObjectState] = {}
     for t in threads:
@@ -200,6 +240,8 @@ def snapshot(dom: Substrate, kind: str = "snapshot", message: str = "",
             t.owners = [s.owner] if s.owner else []
         elif s.kind == SYNC_RW:
             t.owners = [r for r in readers.get(t.wchan, []) if r != t.id]
+        elif t.waker and not t.waker_gone:
+            t.owners = [t.waker]
         obj = objects.get(t.wchan)
         if obj is None:
             obj = objects[t.wchan] = ObjectState(t.wchan, t.wchan_kind, t.wchan_name,
@@ -208,7 +250,28 @@ def snapshot(dom: Substrate, kind: str = "snapshot", message: str = "",
     report = WaitReport(kind=kind, message=message, kernel=dom.name, time_ns=time.time_ns(),
                         culprit=culprit, threads=threads, objects=list(objects.values()))
     report.cycles = find_cycles(threads)
+    report.hangs = find_hangs(threads, report.cycles)
     return report
+
+
+def find_hangs(threads: list[ThreadState], cycles: list[list[int]]) -> list[int]:
+    """Condition-variable waiters nobody will signal: the waker has exited, is
+    in a cycle, or is (transitively) such a waiter itself."""
+    by_id = {t.id: t for t in threads}
+    stuck = {tid for c in cycles for tid in c}
+    hung: list[int] = []
+    changed = True
+    while changed:
+        changed = False
+        for t in threads:
+            if t.id in stuck or not t.waker or t.wchan < 0:
+                continue
+            w = by_id.get(t.waker)
+            if t.waker_gone or (w is not None and w.id in stuck):
+                stuck.add(t.id)
+                hung.append(t.id)
+                changed = True
+    return hung
 
 
 def find_cycles(threads: list[ThreadState]) -> list[list[int]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from . import lockdep, lockstat, sleepq
+from . import lockdep, lockstat, noise, sleepq
 from .kthread import KThread, _cpu
 from .objects import KRWLock
 from .structs import T_WANTWRITE, WAKE_SIGNALLED, WAKE_TIMEOUT
@@ -39,6 +39,8 @@ def _take(rw: KRWLock, t: KThread, how: int) -> None:
 
 def rw_enter(rw: KRWLock, how: int) -> None:
     t = _cpu.t
+    if noise.ON:
+        noise.point(rw.dom, t)
     if t.nheld and lockdep.ON:  # readers are ordered like writers
         lockdep.check(rw, t, 0, t.nheld)
     dom = rw.dom

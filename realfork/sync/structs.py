@@ -62,6 +62,8 @@ class kthread_t(Slot):
         ("t_sig_check", ctypes.c_int32),
         ("t_sleep_ns", ctypes.c_int64),  # CLOCK_MONOTONIC when the wait began
         ("t_deadline_ns", ctypes.c_int64),  # when the wait panics
+        ("t_waker", ctypes.c_int32),  # cv waits: the kthread expected to signal, 0 unknown
+        ("t_waker_gen", ctypes.c_uint32),  # its slot generation when the wait began
         ("t_held", ctypes.c_int32 * MAXHELD),  # ksync index + 1, in order, 0-ended
         ("t_name", ctypes.c_char * 32),
         ("t_chain", ctypes.c_char * CHAIN_BYTES),  # "innermost;caller;...", at block
@@ -107,4 +109,6 @@ class sync_globals_t(ctypes.Structure):
         ("nclasses", ctypes.c_int32),
         ("boot_ns", ctypes.c_int64),
         ("progress", ctypes.c_uint64),  # bumped by layers above while they make progress
+        ("noise_steps", ctypes.c_uint64),  # noise points passed (pct clock; approximate)
+        ("noise_delays", ctypes.c_uint64),  # noise points that delayed their thread
     ]
