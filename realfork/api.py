@@ -105,6 +105,8 @@ class System:
             raise
         self.runs = 0
         self.last_program: bytes | None = None
+        self._sched: tuple[Any, Any] | None = None  # the adopted 'sched' thread of a run
+        self._t0 = 0.0
         self._close_lock = threading.Lock()
         self._final_report: WaitReport | None = None
         self._system_threads = self.dom.kthreads.hdr.nused  # pageout, fsflush
@@ -117,10 +119,26 @@ class System:
 
     def run(self, program: str | bytes | Program, timeout: float | None = None) -> RunResult:
         """Boot init with ``program``; wait until it exits; kill and reap the rest."""
+        self.start(program)
+        probes: list[ProbeEvent] = []
+        deadline = None if timeout is None else self._t0 + timeout
+        while self.running:
+            probes.extend(self.poll(RUN_POLL_NS / 1e9))
+            if deadline is not None and time.monotonic() > deadline and self.running:
+                self.panic(f"run did not finish within {timeout:g} s", kind="hang")
+        result = self.stop()
+        result.probes[:0] = probes
+        return result
+
+    def start(self, program: str | bytes | Program) -> None:
+        """Start init with ``program`` and return at once; ``poll`` while it
+        runs, then ``stop`` (from the same OS thread)."""
         prog = as_program(program)
         K = self.K
         if self.dom.panicked:
             raise KernelPanic("the kernel has panicked; boot a new one")
+        if self._sched is not None:
+            raise BadInput("a run is already in progress")
         data = to_msgpack(prog)
         if len(data) > PROGRAM_BYTES:
             raise BadInput("program too large")
@@ -132,43 +150,72 @@ class System:
         g.init_exited = 0
         K.faults.disarm()
         self.dom.ring.drain()  # probes of earlier runs belong to them
-        t0 = time.monotonic()
-        probes: list[ProbeEvent] = []
-        killed: list[int] = []
-        with ThreadFactory.adopt(self.dom, "sched") as t:
-            K.lwps[t.slot].t_procp = 1  # p0
+        self._t0 = time.monotonic()
+        adopt = ThreadFactory.adopt(self.dom, "sched")
+        t = adopt.__enter__()
+        self._sched = (adopt, t)
+        K.lwps[t.slot].t_procp = 1  # p0
+        try:
+            err, init = start_init(K, t, prog.entry)
+        except KernelPanic:
+            return
+        except BaseException:
+            self._leave_sched()
+            raise
+        if init is None:
+            self._leave_sched()
+            raise BadInput(f"cannot create init (errno {err})")
+
+    @property
+    def running(self) -> bool:
+        """Is the run started by ``start`` still going (init alive, no panic)?"""
+        return self._sched is not None and not self.K.g.init_exited and not self.dom.panicked
+
+    def poll(self, wait: float) -> list[ProbeEvent]:
+        """Sleep up to ``wait`` seconds (less if init exits); the probes fired since."""
+        K = self.K
+        if self.running:
+            # sleep until init's exit broadcasts run_cv (or a while passes)
             try:
-                err, init = start_init(K, t, prog.entry)
-                if init is None:
-                    raise BadInput(f"cannot create init (errno {err})")
-                deadline = None if timeout is None else t0 + timeout
-                while not g.init_exited and not self.dom.panicked:
-                    probes.extend(self.dom.ring.drain())
-                    if deadline is not None and time.monotonic() > deadline:
-                        try:
-                            self.dom.panic(f"run did not finish within {timeout:g} s",
-                                           kind="hang")
-                        except KernelPanic:
-                            break
-                    # sleep until init's exit broadcasts run_cv (or a while passes)
-                    mutex_enter(K.pidlock)
-                    if not g.init_exited:
-                        cv_reltimedwait(K.run_cv, K.pidlock, RUN_POLL_NS)
-                    mutex_exit(K.pidlock)
-                if not self.dom.panicked:
-                    killed = self._end_run(t)
+                mutex_enter(K.pidlock)
+                if not K.g.init_exited:
+                    cv_reltimedwait(K.run_cv, K.pidlock, int(wait * 1e9))
+                mutex_exit(K.pidlock)
             except KernelPanic:
                 pass
-            K.lwps[t.slot].t_procp = 0
+        return self.dom.ring.drain()
+
+    def stop(self) -> RunResult:
+        """End the run: SIGKILL every user process still alive, reap them all;
+        what the run produced (probes since the last ``poll``)."""
+        K = self.K
+        if self._sched is None:
+            raise BadInput("no run in progress")
+        killed: list[int] = []
+        try:
+            if not self.dom.panicked:
+                killed = self._end_run(self._sched[1])
+        except KernelPanic:
+            pass
+        self._leave_sched()
         K.faults.disarm()
-        probes.extend(self.dom.ring.drain())
+        probes = self.dom.ring.drain()
         self.runs += 1
+        g = K.g
         # a panic in another process (a host, the fork server) may still be
         # writing its report: wait for it rather than report a clean run
         report = self.dom.panic_report(wait=30.0) if self.dom.panicked else None
         status = g.init_status if g.init_exited else None
         return RunResult(status, probes, self.counters(), report, killed,
-                         time.monotonic() - t0)
+                         time.monotonic() - self._t0)
+
+    def _leave_sched(self) -> None:
+        if self._sched is None:
+            return
+        adopt, t = self._sched
+        self._sched = None
+        self.K.lwps[t.slot].t_procp = 0
+        adopt.__exit__(None, None, None)
 
     def _end_run(self, t: Any) -> list[int]:
         """SIGKILL every user process still alive, wait, and reap every zombie."""
@@ -276,6 +323,11 @@ class System:
                 return
             self._final_report = (self.dom.panic_report(wait=30.0) if self.dom.panicked
                                   else None)
+            if self._sched is not None:  # closed in the middle of a run
+                if not self.dom.panicked:
+                    self.dom.g.shutting_down = 1
+                    self.dom.wake_all_sleepers()
+                self._leave_sched()
             self.dom.shutdown()
 
     def __enter__(self) -> System:

@@ -7,6 +7,7 @@ to be a real sleep other threads can see.
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import TYPE_CHECKING
 
@@ -29,3 +30,20 @@ def delay(K: Kernel, ticks: int) -> None:
     while time.monotonic_ns() < until:
         cv_timedwait(cv, p.p_lock, until)
     mutex_exit(p.p_lock)
+
+
+def thread_cpu_us() -> tuple[int, int]:
+    """User and system CPU time of the calling OS thread, in microseconds."""
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    return int(ru.ru_utime * 1e6), int(ru.ru_stime * 1e6)
+
+
+def lwp_cpu_start(lw: object) -> None:
+    """Note the OS thread's CPU time as the lwp starts running on it."""
+    lw.lwp_utime0, lw.lwp_stime0 = thread_cpu_us()  # type: ignore[attr-defined]
+
+
+def lwp_cpu_used(lw: object) -> tuple[int, int]:
+    """(user, system) microseconds the lwp has used on its OS thread."""
+    u, s = thread_cpu_us()
+    return u - lw.lwp_utime0, s - lw.lwp_stime0  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..sync.condvar import cv_broadcast
 from ..sync.kthread import KThread
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from .clock import lwp_cpu_used
 from .errno_defs import ECHILD, EINTR
 from .lwpdir import dir_free, lwp_hash_out
 from .pid import pid_exit, upcount_dec
@@ -138,7 +139,7 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
     mutex_exit(p.p_lock)
     K.g.nexit += 1
     K.fire("proc:::exit", s.p_pid, lw.t_tid, why, what)
-    K.fire("proc:::lwp-exit", s.p_pid, lw.t_tid)
+    K.fire("proc:::lwp-exit", s.p_pid, lw.t_tid, *lwp_cpu_used(lw))
     sigcld(K, p)
     if p.id == init:
         K.g.init_exited = 1

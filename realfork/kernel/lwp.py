@@ -19,6 +19,7 @@ from ..errors import ResourceError
 from ..sync.condvar import cv_broadcast, cv_wait
 from ..sync.kthread import KThread
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from .clock import lwp_cpu_used
 from .errno_defs import EDEADLK, EINTR, ESRCH
 from .lwpdir import dir_entries, dir_grow, lwp_hash_in, lwp_hash_lookup, lwp_hash_out
 from .proc import Proc
@@ -318,7 +319,7 @@ def lwp_exit(K: Kernel, t: KThread, p: Proc) -> None:
     lw.t_kstate = LWP_ZOMB
     cv_broadcast(p.p_lwpexit)
     cv_broadcast(p.p_holdlwps)
-    K.fire("proc:::lwp-exit", s.p_pid, lw.t_tid)
+    K.fire("proc:::lwp-exit", s.p_pid, lw.t_tid, *lwp_cpu_used(lw))
     mutex_exit(p.p_lock)
     raise LwpExit()
 

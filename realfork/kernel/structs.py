@@ -250,6 +250,8 @@ class klwp_t(ctypes.Structure):
         ("t_sig", c_u64),  # pending to this lwp
         ("t_start_ns", c_i64),
         ("t_cpu_ns", c_i64),
+        ("lwp_utime0", c_i64),  # the OS thread's user and system CPU (us) when the
+        ("lwp_stime0", c_i64),  # lwp started running there: lwp-exit reports the difference
         ("pc", c_i64),  # user context: saved at every kernel entry
         ("spinleft", c_i64),  # steps left of an interrupted spin
         ("regs", c_i64 * NREGS),
@@ -382,6 +384,7 @@ class kglobals_t(ctypes.Structure):
         ("run_seq", c_i32),
         ("program_len", c_i32),
         ("progress", c_u64),  # bumped by every system call: the kernel is alive
+        ("sysprobes", c_i32),  # fire syscall:::return (number, latency, errno) when set
         # counters (monotonic, racy increments are under the named lock)
         ("sysfork", c_u64),  # pidlock
         ("sysvfork", c_u64),

@@ -97,15 +97,24 @@ def syscall(K: Kernel, t: KThread, sysnum: int, a0: int = 0, a1: int = 0) -> Non
     lw = K.lwps[t.slot]
     lw.t_sysnum = sysnum
     K.progress()
-    K.g.syscalls += 1
+    g = K.g
+    g.syscalls += 1
     p = curproc_t(K, t)
+    start = time.monotonic_ns() if g.sysprobes else 0
     try:
         err, rv1, rv2 = HANDLERS[sysnum](K, t, p, a0, a1)
     except ExecDone:
         lw.t_sysnum = 0
+        if start:
+            K.fire("syscall:::return", p.s.p_pid, lw.t_tid, sysnum,
+                   time.monotonic_ns() - start, 0)
         post_syscall(K, t, exec_done=True)
         return
     lw.lwp_errno, lw.lwp_rval1, lw.lwp_rval2 = err, rv1, rv2
+    if start:
+        # (number, latency ns, errno); a process's last system call never returns
+        K.fire("syscall:::return", p.s.p_pid, lw.t_tid, sysnum,
+               time.monotonic_ns() - start, err)
     post_syscall(K, t)
 
 

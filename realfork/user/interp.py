@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..kernel.clock import lwp_cpu_start
 from ..kernel.structs import LWP_STOPPED
 from ..kernel.syscall import SYSNUM, agent_main, post_syscall, syscall, trap_ast
 from ..sync.condvar import cv_wait
@@ -88,6 +89,7 @@ def lwp_main(K: Kernel, t: KThread) -> None:
     if lw.pc == -1:
         agent_main(K, t)
         return
+    lwp_cpu_start(lw)
     K.fire("proc:::lwp-start", p.s.p_pid, lw.t_tid)
     if p.id == K.g.proc_init and lw.t_tid == 1 and not K.faults.armed:
         K.faults.arm()  # fault counting starts with the user's program
