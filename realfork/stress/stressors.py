@@ -1,0 +1,327 @@
+"""The stressors: user programs that hammer one part of the kernel each.
+
+Every stressor is a loop in realfork's instruction set, generated with its
+labels prefixed (``s3_loop``) so that any number of instances of any
+stressors compose into one init program: init forks one process per
+instance (retrying while forks fail), then reaps until the runner ends the
+run.  An instance never ends by itself; the runner stops it when the time or
+the operation budget is spent.
+
+A *bogo op* (stress-ng's unit) of each stressor is one probe event fired on
+behalf of one of its processes, so the runner counts operations from the
+probe stream and a test can check the count against the kernel's counters:
+
+========  ===============================================================
+fork      ``proc:::create`` of a fork1 child
+forkall   ``proc:::create`` of a forkall child
+vfork     ``proc:::create`` of a vfork child
+exec      ``proc:::exec``
+lwp       ``proc:::lwp-create``
+signal    ``syscall:::return`` of ``kill``
+proc      ``syscall:::return`` of ``prlock`` or ``pragent``
+bomb      ``proc:::create`` of a fork1 child, or ``proc:::fork-fail``
+mix       ``syscall:::return`` of any system call
+========  ===============================================================
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import BadInput
+from ..kernel.syscall import SYSNUM as _SYS
+from ..user.parser import format_program
+from ..user.program import Instr, LabelRef, Program
+
+FORK_KINDS = {"forkall": 0, "fork1": 1, "vfork": 2}  # proc:::create's kind argument
+
+
+@dataclass(frozen=True)
+class Stressor:
+    name: str
+    help: str
+    options: dict[str, int]  # option -> default
+    build: Callable[[str, dict[str, int], random.Random], list[str]]
+    op_probe: str  # the probe that counts one bogo op
+    op_kinds: tuple[int, ...] = ()  # proc:::create kinds, or syscall numbers
+
+
+def _retry_fork(P: str, call: str, child: str) -> list[str]:
+    """``call``; a child jumps to ``child``; a failure sleeps a tick and retries."""
+    return [
+        f"{P}again:",
+        f"    {call}",
+        f"    beq rv, 0, {child}",
+        f"    blt rv, 0, {P}fail",
+    ]
+
+
+def _fail_block(P: str, back: str) -> list[str]:
+    return [f"{P}fail:", "    sleep 1", f"    jmp {back}"]
+
+
+def _fork(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    return [
+        f"{P}main:",
+        *_retry_fork(P, "fork1", f"{P}child"),
+        "    wait rv",
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        f"{P}child:",
+        "    exit 0",
+    ]
+
+
+def _forkall(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    out = [f"{P}main:"]
+    for i in range(o["lwps"]):
+        # some lwps sleep interruptibly (forkall interrupts them), some compute
+        out.append(f"    lwp_create {P}sleeper" if i < o["sleepers"] else
+                   f"    lwp_create {P}spinner")
+    out += [
+        *_retry_fork(P, "forkall", f"{P}child"),
+        "    wait rv",
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        f"{P}child:",
+        "    exit 0",  # the clones of the other lwps go with it
+        f"{P}sleeper:",
+        "    sleep 20",
+        f"    jmp {P}sleeper",
+        f"{P}spinner:",
+        "    spin 2000",
+        "    yield",
+        f"    jmp {P}spinner",
+    ]
+    return out
+
+
+def _vfork(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    # r2 alternates: the child execs when it is 1, exits when it is 0 (every
+    # ``exec_every``-th child execs; 0: never)
+    every = o["exec_every"]
+    return [
+        f"{P}main:",
+        "    mov r2, 0",
+        *_retry_fork(P, "vfork", f"{P}child"),
+        "    wait rv",
+        "    add r2, 1",
+        f"    blt r2, {max(every, 1)}, {P}again",
+        "    mov r2, 0",
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        f"{P}child:",
+        "    store 0, 1",  # the parent's memory, borrowed
+        f"    bne r2, {max(every, 1) - 1}, {P}cexit" if every else f"    jmp {P}cexit",
+        f"    exec {P}image",
+        f"{P}cexit:",
+        "    exit 0",
+        f"{P}image:",
+        "    exit 0",
+    ]
+
+
+def _exec(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    images = [f"{P}image{i}" for i in range(o["chain"])]
+    out = [
+        f"{P}main:",
+        *_retry_fork(P, "fork1", f"{P}child"),
+        "    wait rv",
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        f"{P}child:",
+    ]
+    for img in images:
+        out += [f"    exec {img}", f"{img}:"]
+    out.append("    exit 0")
+    return out
+
+
+def _lwp(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    return [
+        f"{P}main:",
+        f"{P}again:",
+        f"    lwp_create {P}worker",
+        f"    blt rv, 0, {P}fail",
+        "    mov r3, rv",
+        "    lwp_suspend r3",
+        "    lwp_continue r3",
+        "    lwp_wait r3",
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        f"{P}worker:",
+        f"    spin {o['spin']}",
+        "    lwp_exit",
+    ]
+
+
+def _spawn_victims(P: str, n: int, body: str) -> list[str]:
+    """Fork ``n`` victims running ``body``; their pids in r1..rn."""
+    out = []
+    for v in range(1, n + 1):
+        out += [f"{P}spawn{v}:", "    fork1", f"    beq rv, 0, {body}",
+                f"    blt rv, 0, {P}spawnfail{v}", f"    mov r{v}, rv", f"    jmp {P}spawned{v}",
+                f"{P}spawnfail{v}:", "    sleep 1", f"    jmp {P}spawn{v}", f"{P}spawned{v}:"]
+    return out
+
+
+def _signal(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    n = o["victims"]
+    out = [f"{P}main:", "    sigaction SIGUSR1, catch", *_spawn_victims(P, n, f"{P}victim"),
+           f"{P}loop:"]
+    # an unrolled, seeded sequence of sends at random victims; a killed
+    # victim is reaped and replaced
+    for step in range(16):
+        v = rng.randint(1, n)
+        if rng.random() < o["kill_percent"] / 100:
+            out += [f"    kill r{v}, SIGKILL", f"    wait r{v}",
+                    f"{P}respawn{step}:", "    fork1", f"    beq rv, 0, {P}victim",
+                    f"    blt rv, 0, {P}respawnfail{step}", f"    mov r{v}, rv",
+                    f"    jmp {P}respawned{step}",
+                    f"{P}respawnfail{step}:", "    sleep 1", f"    jmp {P}respawn{step}",
+                    f"{P}respawned{step}:"]
+        else:
+            out.append(f"    kill r{v}, SIGUSR1")
+    out += [f"    jmp {P}loop", f"{P}victim:", "    sleep 5", f"    jmp {P}victim"]
+    return out
+
+
+def _proc(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    n = o["victims"]
+    out = [f"{P}main:", *_spawn_victims(P, n, f"{P}victim"), f"{P}loop:"]
+    for _ in range(8):
+        v = rng.randint(1, n)
+        out += [f"    prlock r{v}, {o['hold_ms']}", f"    pragent r{v}"]
+    out += [
+        f"    jmp {P}loop",
+        # a victim forks and reaps (the agent's fork1 children exit at once)
+        f"{P}victim:",
+        "    fork1",
+        f"    beq rv, 0, {P}vchild",
+        "    wait",
+        "    sleep 1",
+        f"    jmp {P}victim",
+        f"{P}vchild:",
+        "    exit 0",
+    ]
+    return out
+
+
+def _bomb(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    return [
+        f"{P}main:",
+        f"    setuid {o['uid']}",  # its own per-user process count (maxup)
+        f"{P}again:",
+        "    fork1",
+        f"    beq rv, 0, {P}child",
+        f"    blt rv, 0, {P}reap",
+        f"    jmp {P}again",
+        f"{P}reap:",  # EAGAIN: reap every child, then start over
+        "    wait",
+        f"    bne rv, -1, {P}reap",
+        f"    beq err, EINTR, {P}reap",
+        f"    jmp {P}again",
+        f"{P}child:",
+        f"    sleep {o['child_ms']}",
+        "    exit 0",
+    ]
+
+
+def _mix(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    from ..user.generate import generate
+
+    gen = generate(rng.randrange(1 << 30), max_procs=o["procs"], max_lwps=o["lwps"],
+                   length=o["length"])
+    body = format_program(relabel(gen, P + "g_")).splitlines()
+    return [
+        f"{P}main:",
+        *_retry_fork(P, "fork1", f"{P}g_main"),
+        "    wait rv",
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        *body,
+    ]
+
+
+def relabel(prog: Program, prefix: str) -> Program:
+    """``prog`` with every label renamed ``prefix + name``."""
+    code = tuple(
+        Instr(ins.op, tuple(LabelRef(prefix + a.name) if isinstance(a, LabelRef) else a
+                            for a in ins.args))
+        for ins in prog.code)
+    return Program(code, {prefix + k: v for k, v in prog.labels.items()}, prog.entry)
+
+
+STRESSORS: dict[str, Stressor] = {s.name: s for s in (
+    Stressor("fork", "fork1, exit and wait", {}, _fork, "proc:::create",
+             (FORK_KINDS["fork1"],)),
+    Stressor("forkall", "forkall from a process whose other lwps sleep or compute",
+             {"lwps": 3, "sleepers": 2}, _forkall, "proc:::create", (FORK_KINDS["forkall"],)),
+    Stressor("vfork", "vfork, then the child execs or exits",
+             {"exec_every": 2}, _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
+    Stressor("exec", "fork1 children that exec a chain of images", {"chain": 2}, _exec,
+             "proc:::exec"),
+    Stressor("lwp", "lwp_create, lwp_suspend, lwp_continue, lwp exit and lwp_wait",
+             {"spin": 200}, _lwp, "proc:::lwp-create"),
+    Stressor("signal", "SIGUSR1 and SIGKILL at random victims, which are replaced",
+             {"victims": 3, "kill_percent": 20}, _signal, "syscall:::return",
+             (_SYS["kill"],)),
+    Stressor("proc", "a /proc controller: P_PR_LOCK and agent-lwp forks on forking victims",
+             {"victims": 2, "hold_ms": 2}, _proc, "syscall:::return",
+             (_SYS["prlock"], _SYS["pragent"])),
+    Stressor("bomb", "forks until EAGAIN, then reaps them all",
+             {"uid": 1000, "child_ms": 50}, _bomb, "proc:::create", (FORK_KINDS["fork1"],)),
+    Stressor("mix", "generated programs mixing every system call",
+             {"procs": 4, "lwps": 3, "length": 30}, _mix, "syscall:::return"),
+)}
+
+ORDER = tuple(STRESSORS)
+
+
+def check_options(name: str, options: dict[str, int]) -> dict[str, int]:
+    """The options of stressor ``name``, defaults filled in; BadInput names a bad one."""
+    if name not in STRESSORS:
+        raise BadInput(f"unknown stressor {name!r} (known: {', '.join(ORDER)})")
+    st = STRESSORS[name]
+    out = dict(st.options)
+    for k, v in options.items():
+        if k not in st.options:
+            known = ", ".join(st.options) or "none"
+            raise BadInput(f"stressor {name} has no option {k!r} (options: {known})")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise BadInput(f"stressor option {name}-{k} must be a whole number >= 0, not {v!r}")
+        out[k] = v
+    if name == "forkall" and out["sleepers"] > out["lwps"]:
+        raise BadInput("forkall-sleepers must not exceed forkall-lwps")
+    if name in ("signal", "proc") and not 1 <= out["victims"] <= 6:
+        raise BadInput(f"{name}-victims must be between 1 and 6")
+    if name == "signal" and out["kill_percent"] > 100:
+        raise BadInput("signal-kill_percent must be at most 100")
+    if name == "exec" and out["chain"] < 1:
+        raise BadInput("exec-chain must be at least 1")
+    if name == "mix" and (out["procs"] < 1 or out["length"] < 1):
+        raise BadInput("mix-procs and mix-length must be at least 1")
+    return out
+
+
+def instance_prefix(index: int) -> str:
+    return f"s{index}_"
+
+
+def compose(instances: list[tuple[str, dict[str, int]]], seed: int) -> str:
+    """The init program that runs every ``(stressor, options)`` instance."""
+    lines = ["; realfork stress: init starts one process per stressor instance", "main:"]
+    for i, _ in enumerate(instances):
+        P = instance_prefix(i)
+        lines += [f"start{i}:", "    fork1", f"    beq rv, 0, {P}main",
+                  f"    blt rv, 0, startfail{i}", f"    jmp started{i}",
+                  f"startfail{i}:", "    sleep 1", f"    jmp start{i}", f"started{i}:"]
+    lines += ["reap:", "    wait", "    bne rv, -1, reap", "    beq err, EINTR, reap",
+              "    exit 0"]
+    for i, (name, opts) in enumerate(instances):
+        rng = random.Random(f"{seed}:{i}:{name}")
+        lines.append(f"; instance {i}: {name}")
+        lines += STRESSORS[name].build(instance_prefix(i), opts, rng)
+    return "\n".join(lines) + "\n"
