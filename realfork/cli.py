@@ -65,7 +65,53 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="print the wait-for report of a running kernel")
     r.add_argument("--attach", required=True, metavar="NAME", help="kernel name (realfork-...)")
     sub.add_parser("list", help="list this user's running kernels")
+    add_stress_parser(sub)
     return p
+
+
+STRESS_HELP = """Hammer a kernel with concurrent stressors, check it while it runs, and
+report findings (deduplicated, saved with a reproducer) and metrics.
+
+With no stressor options, one instance of every stressor runs for 30 s.
+
+Exit status: 0 clean; 1 a finding (deadlock, hang, panic, lock-order
+inversion, invariant violation); 2 bad usage or bad input; 3 the machine
+could not give the resources asked for."""
+
+
+def add_stress_parser(sub: argparse._SubParsersAction) -> None:
+    from .stress.stressors import STRESSORS
+
+    s = sub.add_parser("stress", help="run the stress tester", description=STRESS_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = s.add_argument_group("stressors (instances of each; default: one of every stressor)")
+    g.add_argument("--all", type=int, default=None, metavar="N",
+                   help="N instances of every stressor")
+    for name, st in STRESSORS.items():
+        g.add_argument(f"--{name}", type=int, default=None, metavar="N",
+                       help=f"{st.help} (bogo op: {st.op_probe})")
+    o = s.add_argument_group("stressor options")
+    for name, st in STRESSORS.items():
+        for opt, default in st.options.items():
+            o.add_argument(f"--{name}-{opt.replace('_', '-')}", type=int, default=None,
+                           metavar="N", dest=f"opt__{name}__{opt}",
+                           help=f"(default {default})")
+    s.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                   help="seconds of stress (default 30)")
+    s.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="stop once every stressor has done N bogo ops")
+    s.add_argument("--check-interval", type=float, default=5.0, metavar="S",
+                   help="pause and run the invariant checker every S seconds (0: only at "
+                        "the end)")
+    s.add_argument("--keep-going", action="store_true",
+                   help="after a finding, record it and restart on a fresh kernel")
+    s.add_argument("--findings", default="findings", metavar="DIR",
+                   help="where findings are saved (default ./findings)")
+    s.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    s.add_argument("--yaml", metavar="FILE", help="write the metrics as YAML")
+    s.add_argument("--job", metavar="FILE", help="read options from a job file")
+    s.add_argument("--quiet", action="store_true", help="no progress line")
+    add_boot_options(s)
 
 
 def add_boot_options(p: argparse.ArgumentParser) -> None:
@@ -253,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args.attach)
         if args.command == "list":
             return _list()
+        if args.command == "stress":
+            from .stress.command import stress_command
+
+            return stress_command(args, argv)
     except BadInput as e:
         print(f"realfork: error: {e}", file=sys.stderr)
         return EXIT_USAGE

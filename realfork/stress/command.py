@@ -1,0 +1,108 @@
+"""``realfork stress``: from parsed options to a campaign, tables and exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import BadInput
+from .config import StressConfig, read_job_file
+from .runner import StressResult, run_stress
+from .stressors import STRESSORS
+
+EXIT_CLEAN, EXIT_FOUND = 0, 1
+
+
+def config_from_args(args: argparse.Namespace) -> StressConfig:
+    from ..cli import boot_params
+
+    stressors: dict[str, int] = {}
+    if args.all is not None:
+        stressors = {name: args.all for name in STRESSORS}
+    for name in STRESSORS:
+        n = getattr(args, name)
+        if n is not None:
+            stressors[name] = n
+    options: dict[str, dict[str, int]] = {}
+    for key, v in vars(args).items():
+        if key.startswith("opt__") and v is not None:
+            _, name, opt = key.split("__")
+            options.setdefault(name, {})[opt] = v
+    kw: dict = {"options": options, "ops": args.ops, "seed": args.seed,
+                "boot": boot_params(args), "check_interval": args.check_interval,
+                "keep_going": args.keep_going}
+    if stressors:
+        kw["stressors"] = stressors
+    if args.timeout is not None:
+        kw["timeout"] = args.timeout
+    return StressConfig(**kw)
+
+
+def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+    if args.job:
+        from ..cli import build_parser
+
+        words = read_job_file(args.job)
+        rest = list(sys.argv[1:] if argv is None else argv)
+        i = rest.index("stress")
+        args = build_parser().parse_args(rest[:i + 1] + words + rest[i + 1:])
+    cfg = config_from_args(args)
+    progress = None
+    if not args.quiet:
+        tty = sys.stderr.isatty()
+
+        def progress(line: str) -> None:
+            if line.startswith("finding:"):
+                print(("\r\033[K" if tty else "") + line, file=sys.stderr, flush=True)
+            else:
+                print(("\r\033[K" + line) if tty else line, end="" if tty else "\n",
+                      file=sys.stderr, flush=True)
+
+        print(f"realfork stress: {cfg.describe()}", file=sys.stderr, flush=True)
+    result = run_stress(cfg, args.findings, progress)
+    if progress is not None and sys.stderr.isatty():
+        print(file=sys.stderr)
+    write_outputs(result, args)
+    print(format_result(result))
+    if result.interrupted:
+        return 130
+    return EXIT_FOUND if result.findings else EXIT_CLEAN
+
+
+def write_outputs(result: StressResult, args: argparse.Namespace) -> None:
+    from .metrics import to_yaml
+
+    doc = result_document(result)
+    for path, text in ((args.json, lambda: json.dumps(doc, indent=2)),
+                       (args.yaml, lambda: to_yaml(doc))):
+        if path:
+            try:
+                with open(path, "w") as f:
+                    f.write(text() + "\n")
+            except OSError as e:
+                raise BadInput(f"cannot write {path}: {e.strerror}") from None
+
+
+def result_document(result: StressResult) -> dict:
+    return {"config": result.config.to_dict(), "elapsed": round(result.elapsed, 3),
+            "runs": result.runs, "kernels": result.kernels,
+            "checks": {"while_running": result.checks, "skipped": result.checks_skipped},
+            "metrics": result.metrics,
+            "findings": [f.to_dict() for f in result.findings]}
+
+
+def format_result(result: StressResult) -> str:
+    from .metrics import format_tables
+
+    lines = [format_tables(result.metrics)]
+    lines.append(f"invariant checks while running: {result.checks} "
+                 f"(skipped, no quiescent point: {result.checks_skipped})")
+    if result.findings:
+        lines.append(f"findings: {len(result.findings)}")
+        for f in result.findings:
+            lines.append(f"  [{f.id}] {f.signature}  (seen {f.count}x, seed {f.seed}, "
+                         f"at {f.elapsed:.1f} s)")
+    else:
+        lines.append("findings: none")
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""The stress runner: boot, run every stressor instance, watch, check, report.
+
+One campaign is one or more *runs* (more only with ``keep_going``: after a
+finding the kernel is shut down and a fresh one boots with the next seed).
+During a run the supervisor thread polls the kernel every ``POLL`` seconds:
+
+* it drains the probe ring, attributes every event to the stressor instance
+  whose process (or descendant) fired it, and feeds the metrics;
+* a panic (deadlock, hang, any kernel panic) or a new lock-order report is
+  a finding;
+* every ``check_interval`` seconds it pauses the machine at a quiescent point,
+  runs the invariant checker and resumes; the checker runs again at the end;
+* it stops at the time limit, or once every stressor has done ``ops`` bogo
+  ops, or at the first finding (unless ``keep_going``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import System, boot
+from ..errors import KernelPanic
+from ..kernel.check import InvariantViolation
+from ..sync import lockstat
+from ..user.parser import parse
+from .config import StressConfig
+from .findings import Finding, FindingStore, from_lockdep, from_violations, from_wait_report
+from .metrics import Metrics
+from .stressors import FORK_KINDS, STRESSORS, compose
+
+POLL = 0.05  # seconds between looks at the kernel
+PROGRESS_EVERY = 1.0
+CHECK_TIMEOUT = 2.0  # how long a quiescent-point check may wait for quiescence
+
+
+@dataclass
+class StressResult:
+    config: StressConfig
+    metrics: dict[str, Any]
+    findings: list[Finding]
+    elapsed: float
+    runs: int = 1
+    checks: int = 0  # invariant checks done while running (at quiescent points)
+    checks_skipped: int = 0  # ... that found no quiescent point in time
+    interrupted: bool = False
+    kernels: list[str] = field(default_factory=list)
+
+
+class _Attribution:
+    """Which stressor instance each pid belongs to (descendants inherit)."""
+
+    def __init__(self, instances: list[tuple[str, dict[str, int]]]) -> None:
+        self.instances = instances
+        self.owner: dict[int, int] = {}
+        self.init_pid = 1
+        self.started = 0
+
+    def on_create(self, child: int, parent: int) -> None:
+        if parent == self.init_pid:
+            if self.started < len(self.instances):
+                self.owner[child] = self.started
+                self.started += 1
+            return
+        inst = self.owner.get(parent)
+        if inst is None:
+            self.owner.pop(child, None)
+        else:
+            self.owner[child] = inst
+
+    def stressor(self, pid: int) -> str | None:
+        i = self.owner.get(pid)
+        return None if i is None else self.instances[i][0]
+
+
+def is_op(stressor: str, name: str, args: tuple[int, ...]) -> bool:
+    """Is probe ``name`` with ``args``, fired by a process of ``stressor``, one bogo op?"""
+    st = STRESSORS[stressor]
+    if stressor == "bomb" and name == "proc:::fork-fail":
+        return True
+    if name != st.op_probe:
+        return False
+    if name == "proc:::create":
+        return args[1] in st.op_kinds
+    if name == "syscall:::return" and st.op_kinds:
+        return args[0] in st.op_kinds
+    return True
+
+
+class StressRun:
+    """One campaign (see the module docstring)."""
+
+    def __init__(self, cfg: StressConfig, findings_dir: str | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 on_sample: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.store = FindingStore(findings_dir)
+        self.progress = progress
+        self.on_sample = on_sample
+        self.instances = cfg.instances()
+        self.metrics = Metrics([name for name, _ in self.instances])
+        self.checks = 0
+        self.checks_skipped = 0
+        self.runs = 0
+        self.kernels: list[str] = []
+        self.system: System | None = None  # the kernel of the current run
+
+    # -- the campaign -----------------------------------------------------------------
+
+    def run(self) -> StressResult:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        deadline = t0 + cfg.timeout
+        interrupted = False
+        seed = cfg.seed
+        try:
+            while True:
+                found = self._one_run(seed, t0, deadline)
+                if not found or not cfg.keep_going or time.monotonic() >= deadline:
+                    break
+                seed += 1  # a fresh kernel with the next seed
+        except KeyboardInterrupt:
+            interrupted = True
+        elapsed = time.monotonic() - t0
+        doc = self.metrics.finish(elapsed)
+        return StressResult(cfg, doc, list(self.store), elapsed, self.runs, self.checks,
+                            self.checks_skipped, interrupted, self.kernels)
+
+    def _one_run(self, seed: int, t0: float, deadline: float) -> bool:
+        cfg = self.cfg
+        params = cfg.kernel_params()
+        params["seed"] = seed
+        program = parse(compose(self.instances, seed))
+        found = False
+        self.runs += 1
+        with boot(**params) as system:
+            self.system = system
+            self.kernels.append(system.name)
+            attr = _Attribution(self.instances)
+            g = system.K.g
+            g.sysprobes = 1
+            lockstat.enable(system.dom)
+            self.metrics.attach(system)
+            seen_lockdep = 0
+            system.start(program)
+            next_check = time.monotonic() + (cfg.check_interval or float("inf"))
+            next_progress = time.monotonic() + PROGRESS_EVERY
+            try:
+                while True:
+                    events = system.poll(POLL)
+                    self._feed(events, attr)
+                    now = time.monotonic()
+                    if system.dom.panicked:
+                        rep = system.dom.panic_report(wait=30.0)
+                        if rep is not None:
+                            kind, sig = from_wait_report(rep)
+                            found |= self._found(kind, sig, str(rep), seed, system, now - t0)
+                        break
+                    reps = system.dom.lockdep_reports()
+                    for rep in reps[seen_lockdep:]:
+                        kind, sig = from_lockdep(rep)
+                        found |= self._found(kind, sig, rep.text, seed, system, now - t0)
+                    seen_lockdep = len(reps)
+                    if found and not cfg.keep_going:
+                        break
+                    if now >= next_check:
+                        found |= self._check_running(system, seed, now - t0)
+                        next_check = time.monotonic() + cfg.check_interval
+                        if found and not cfg.keep_going:
+                            break
+                    if now >= next_progress:
+                        self._progress(now - t0, deadline - now)
+                        next_progress = now + PROGRESS_EVERY
+                    if now >= deadline or not system.running:
+                        break
+                    if cfg.ops and self.metrics.all_reached(cfg.ops):
+                        break
+            finally:
+                result = system.stop()
+                self._feed(result.probes, attr)
+                self.metrics.detach(system)
+            if result.report is not None and not found:
+                kind, sig = from_wait_report(result.report)
+                found |= self._found(kind, sig, str(result.report), seed, system,
+                                     time.monotonic() - t0)
+            if not system.dom.panicked:
+                try:
+                    system.check()  # the final check, everything reaped
+                except InvariantViolation as e:
+                    kind, sig = from_violations(e.violations)
+                    found |= self._found(kind, sig, str(e), seed, system, time.monotonic() - t0)
+            self.system = None
+        return found
+
+    # -- pieces ------------------------------------------------------------------------
+
+    def _feed(self, events: list[Any], attr: _Attribution) -> None:
+        m = self.metrics
+        for e in events:
+            if e.name == "proc:::create":
+                attr.on_create(e.pid, e.args[0])
+            st = attr.stressor(e.pid)
+            m.event(e, st, st is not None and is_op(st, e.name, e.args))
+
+    def _check_running(self, system: System, seed: int, at: float) -> bool:
+        try:
+            problems = system.check_running(timeout=CHECK_TIMEOUT)
+        except KernelPanic:
+            return False  # the panic is picked up at the next poll
+        if problems is None:
+            self.checks_skipped += 1
+            return False
+        self.checks += 1
+        if not problems:
+            return False
+        kind, sig = from_violations(problems)
+        text = InvariantViolation(problems).args[0]
+        return self._found(kind, sig, text, seed, system, at)
+
+    def _found(self, kind: str, sig: str, text: str, seed: int, system: System,
+               at: float) -> bool:
+        cfg = self.cfg.to_dict()
+        cfg["seed"] = seed
+        f = Finding(kind, sig, text, seed, cfg, system.last_program or b"", round(at, 3))
+        new = self.store.add(f)
+        if new and self.progress is not None:
+            self.progress(f"finding: {sig}")
+        return True
+
+    def _progress(self, elapsed: float, left: float) -> None:
+        if self.progress is None:
+            return
+        rate = self.metrics.recent_rate()
+        self.progress(f"[{elapsed:5.0f} s, {max(left, 0):4.0f} s left] {rate:8,.0f} ops/s  "
+                      f"findings {len(self.store)}")
+        if self.on_sample is not None:
+            self.on_sample(self.metrics.last_sample())
+
+
+def run_stress(cfg: StressConfig, findings_dir: str | None = None,
+               progress: Callable[[str], None] | None = None) -> StressResult:
+    return StressRun(cfg, findings_dir, progress).run()
+
+
+__all__ = ["FORK_KINDS", "StressResult", "StressRun", "run_stress"]
