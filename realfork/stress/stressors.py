@@ -119,6 +119,7 @@ def _vfork(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
         f"{P}cexit:",
         "    exit 0",
         f"{P}image:",
+        *([f"    sleep {o['image_ms']}"] if o["image_ms"] else []),  # the new image runs on
         "    exit 0",
     ]
 
@@ -260,7 +261,7 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     Stressor("forkall", "forkall from a process whose other lwps sleep or compute",
              {"lwps": 3, "sleepers": 2}, _forkall, "proc:::create", (FORK_KINDS["forkall"],)),
     Stressor("vfork", "vfork, then the child execs or exits",
-             {"exec_every": 2}, _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
+             {"exec_every": 2, "image_ms": 0}, _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
     Stressor("exec", "fork1 children that exec a chain of images", {"chain": 2}, _exec,
              "proc:::exec"),
     Stressor("lwp", "lwp_create, lwp_suspend, lwp_continue, lwp exit and lwp_wait",
