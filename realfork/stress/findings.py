@@ -37,6 +37,19 @@ _NUMBERS = re.compile(r"\b(pid|lwp|kthread|tid|slot|gen|generation)\s+\d+")
 _DIGITS = re.compile(r"\d+")
 
 
+# kernel helpers that wrap a wait: a signature names their caller instead
+WRAPPERS = frozenset({"kcv_wait_sig", "cv_wait", "cv_wait_sig", "delay", "stop", "holdlwp"})
+
+
+def where(chain: str, fallback: str = "") -> str:
+    """The first function of a ``;``-separated chain that is not a wait wrapper."""
+    fns = chain.split(";") if chain else []
+    for fn in fns:
+        if fn not in WRAPPERS:
+            return fn
+    return fns[0] if fns else fallback
+
+
 def lock_class(name: str) -> str:
     """``p_lock[pid 7]`` -> ``p_lock``."""
     return _INSTANCE.sub("", name).strip()
@@ -78,7 +91,7 @@ def from_wait_report(rep: WaitReport) -> tuple[str, str]:
     if rep.kind == "deadlock" and rep.cycles:
         ids = {i for c in rep.cycles for i in c}
         ts = [t for t in rep.threads if t.id in ids]
-        fns = sorted({t.function for t in ts if t.function})
+        fns = sorted({where(t.chain) for t in ts if t.chain})
         locks = sorted({lock_class(t.wchan_name) for t in ts if t.wchan_name})
         return "deadlock", f"deadlock: {', '.join(fns)} on {', '.join(locks)}"
     if rep.kind in ("deadlock", "hang"):
@@ -86,15 +99,15 @@ def from_wait_report(rep: WaitReport) -> tuple[str, str]:
             t = rep.thread(rep.culprit)
         except KeyError:
             return "hang", f"hang: {_normalize(rep.message)}"
-        where = lock_class(t.wchan_name) if t.wchan_name else "?"
+        obj = lock_class(t.wchan_name) if t.wchan_name else "?"
         why = ""
         if "nobody will signal it" in rep.message:
             why = " (lost wake-up)"
-        return "hang", f"hang: {t.function or t.name} on {where}{why}"
+        return "hang", f"hang: {where(t.chain, t.name)} on {obj}{why}"
     fn = ""
     if rep.culprit:
         try:
-            fn = rep.thread(rep.culprit).function
+            fn = where(rep.thread(rep.culprit).chain)
         except KeyError:
             fn = ""
     msg = _normalize(rep.message)
@@ -102,7 +115,7 @@ def from_wait_report(rep: WaitReport) -> tuple[str, str]:
 
 
 def from_lockdep(rep: LockdepReport) -> tuple[str, str]:
-    fn = rep.chain.split(";", 1)[0] if rep.chain else ""
+    fn = where(rep.chain)
     existing = " -> ".join([rep.path[0].src, *(d.dst for d in rep.path)]) if rep.path else ""
     sig = f"lock order: {rep.held_name} -> {rep.new_name}"
     if fn:

@@ -17,6 +17,7 @@ During a run the supervisor thread polls the kernel every ``POLL`` seconds:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ class StressResult:
     checks_skipped: int = 0  # ... that found no quiescent point in time
     interrupted: bool = False
     kernels: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)  # the kernels' counters, summed
 
 
 class _Attribution:
@@ -105,6 +107,7 @@ class StressRun:
         self.checks_skipped = 0
         self.runs = 0
         self.kernels: list[str] = []
+        self.counters: Counter[str] = Counter()
         self.system: System | None = None  # the kernel of the current run
 
     # -- the campaign -----------------------------------------------------------------
@@ -126,7 +129,8 @@ class StressRun:
         elapsed = time.monotonic() - t0
         doc = self.metrics.finish(elapsed)
         return StressResult(cfg, doc, list(self.store), elapsed, self.runs, self.checks,
-                            self.checks_skipped, interrupted, self.kernels)
+                            self.checks_skipped, interrupted, self.kernels,
+                            dict(self.counters))
 
     def _one_run(self, seed: int, t0: float, deadline: float) -> bool:
         cfg = self.cfg
@@ -163,12 +167,12 @@ class StressRun:
                         kind, sig = from_lockdep(rep)
                         found |= self._found(kind, sig, rep.text, seed, system, now - t0)
                     seen_lockdep = len(reps)
-                    if found and not cfg.keep_going:
+                    if found:  # stop this run; keep_going boots a fresh kernel
                         break
                     if now >= next_check:
                         found |= self._check_running(system, seed, now - t0)
                         next_check = time.monotonic() + cfg.check_interval
-                        if found and not cfg.keep_going:
+                        if found:
                             break
                     if now >= next_progress:
                         self._progress(now - t0, deadline - now)
@@ -180,6 +184,7 @@ class StressRun:
             finally:
                 result = system.stop()
                 self._feed(result.probes, attr)
+                self.counters.update(result.counters)
                 self.metrics.detach(system)
             if result.report is not None and not found:
                 kind, sig = from_wait_report(result.report)
@@ -200,8 +205,11 @@ class StressRun:
         m = self.metrics
         for e in events:
             if e.name == "proc:::create":
+                # a creation is the forking process's event (pid is the child's)
                 attr.on_create(e.pid, e.args[0])
-            st = attr.stressor(e.pid)
+                st = attr.stressor(e.args[0])
+            else:
+                st = attr.stressor(e.pid)
             m.event(e, st, st is not None and is_op(st, e.name, e.args))
 
     def _check_running(self, system: System, seed: int, at: float) -> bool:
