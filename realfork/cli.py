@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attach", required=True, metavar="NAME", help="kernel name (realfork-...)")
     sub.add_parser("list", help="list this user's running kernels")
     add_stress_parser(sub)
+    from .stress.minimize import add_minimize_parser
+    from .stress.replay import add_replay_parser
+
+    add_replay_parser(sub)
+    add_minimize_parser(sub)
     return p
 
 
@@ -303,6 +308,14 @@ def main(argv: list[str] | None = None) -> int:
             from .stress.command import stress_command
 
             return stress_command(args, argv)
+        if args.command == "replay":
+            from .stress.replay import replay_command
+
+            return replay_command(args)
+        if args.command == "minimize":
+            from .stress.minimize import minimize_command
+
+            return minimize_command(args)
     except BadInput as e:
         print(f"realfork: error: {e}", file=sys.stderr)
         return EXIT_USAGE
