@@ -15,9 +15,9 @@ on its own against the current best:
 4. smaller stressor options (fewer instructions: the mix stressor's
    generated programs get shorter with ``length``, ``procs`` and ``lwps``;
    forkall ``lwps``/``sleepers``, signal/proc ``victims``, exec ``chain``,
-   vfork ``exec_every`` (0: children never exec) and ``image_ms``, ...):
-   smallest first, then half, then a quarter less, again from each value
-   kept;
+   vfork ``exec_every`` (0: children never exec) and ``image_ms``, then
+   every other option but bomb's ``uid``): smallest first, then half, then
+   a quarter less, again from each value kept;
 5. a shorter budget (``timeout``): after every measurement it drops to
    ``FACTOR`` times the slowest detection (at least ``MIN_TIMEOUT``), which
    cannot change an attempt that found it earlier; then halving is tried.
@@ -67,7 +67,9 @@ FACTOR = 3.0  # the budget of an attempt: this many times the slowest detection.
 MIN_TIMEOUT = 3.0  # ... but at least this many seconds (boot included)
 EXIT_MINIMIZED, EXIT_UNRELIABLE = 0, 1
 
-# stressor options that make a stressor smaller when lowered, in the order tried
+# stressor options that make a stressor smaller when lowered, tried first and in
+# this order; every other option is lowered after them, except those in KEEP
+# (not a size: bomb's uid 0 would be root, exempt from maxup)
 REDUCIBLE: dict[str, tuple[str, ...]] = {
     "forkall": ("lwps", "sleepers"),
     "vfork": ("exec_every", "image_ms"),
@@ -78,6 +80,7 @@ REDUCIBLE: dict[str, tuple[str, ...]] = {
     "bomb": ("child_ms",),
     "mix": ("length", "procs", "lwps"),
 }
+KEEP = {("bomb", "uid")}
 LOWEST = {("signal", "victims"): 1, ("proc", "victims"): 1, ("exec", "chain"): 1,
           ("mix", "procs"): 1, ("mix", "length"): 1, ("mix", "lwps"): 1}
 
@@ -268,7 +271,11 @@ class _Minimizer:
 
     def pass_options(self) -> None:
         for name in self.active():
-            for opt in REDUCIBLE.get(name, ()):
+            first = REDUCIBLE.get(name, ())
+            rest = [o for o in STRESSORS[name].options if o not in first]
+            for opt in (*first, *rest):
+                if (name, opt) in KEEP:
+                    continue
                 def get(cfg: StressConfig, name: str = name, opt: str = opt) -> int:
                     return check_options(name, cfg.options.get(name, {}))[opt]
 
