@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING, NoReturn
 
 from .errors import BadInput, ResourceError
+from .top.command import add_top_parser, top_command
 
 if TYPE_CHECKING:
     from .kernel.params import KernelParams
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also seed an ABBA deadlock and print its report (exit 1)")
     d.add_argument("--deadlock-timeout", type=_positive_float, default=3.0, metavar="S")
     d.add_argument("--increments", type=_positive_int, default=20_000, metavar="N")
+    add_top_parser(sub)
     run = sub.add_parser("run", help="boot a kernel and run a program as init")
     run.add_argument("file", metavar="FILE", help="program: text (.rf) or msgpack")
     add_boot_options(run)
@@ -116,6 +118,10 @@ def add_stress_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--yaml", metavar="FILE", help="write the metrics as YAML")
     s.add_argument("--job", metavar="FILE", help="read options from a job file")
     s.add_argument("--quiet", action="store_true", help="no progress line")
+    s.add_argument("--dashboard", action="store_true",
+                   help="show the realfork top view of the running kernel during the run")
+    s.add_argument("--report", metavar="FILE.html",
+                   help="write a self-contained HTML report with charts and tables")
     add_boot_options(s)
 
 
@@ -298,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.deadlock, args.deadlock_timeout, args.increments)
+        if args.command == "top":
+            return top_command(args)
         if args.command == "run":
             return _run(args)
         if args.command == "report":

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import BadInput
 from .config import StressConfig, read_job_file
-from .runner import StressResult, run_stress
+from .runner import StressResult, StressRun
 from .stressors import STRESSORS
 
 EXIT_CLEAN, EXIT_FOUND = 0, 1
@@ -60,10 +60,17 @@ def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
                       file=sys.stderr, flush=True)
 
         print(f"realfork stress: {cfg.describe()}", file=sys.stderr, flush=True)
-    result = run_stress(cfg, args.findings, progress)
+    run = StressRun(cfg, args.findings, progress)
+    from ..top.stresswatch import watch_stress
+
+    with watch_stress(run, args.dashboard, bool(args.report)) as watch:
+        result = run.run()
     if progress is not None and sys.stderr.isatty():
         print(file=sys.stderr)
     write_outputs(result, args)
+    if args.report:
+        watch.write_report(args.report, result_document(result),
+                           f"realfork stress: {cfg.describe()}")
     print(format_result(result))
     if result.interrupted:
         return 130
