@@ -8,7 +8,10 @@ Each figure is the best of several trials (the least disturbed by the rest of
 the machine).  Targets (issue 2, on a 2-core machine): uncontended
 mutex_enter+mutex_exit within 10x of raw threading.Lock acquire+release;
 cross-process condition-variable handoffs at least 30% of a raw multiprocess
-semaphore ping-pong.
+semaphore ping-pong.  ``--stress-only`` runs just the last section: ``realfork
+stress`` throughput (system calls per second, every stressor at its default
+instance count) on both backends with schedule noise off and ``contest``, and
+the cost of invariant checks at quiescent points while running.
 """
 
 from __future__ import annotations
@@ -140,10 +143,200 @@ def cv_pingpong_rate(rounds: int) -> float:
         return 2 * rounds / dt
 
 
+# -- realfork stress ------------------------------------------------------------------
+
+
+def stress_once(backend: str, noise: str, check_interval: float, secs: float
+                ) -> dict[str, float]:
+    """One campaign of every stressor (default instances): its rates while
+    stressing, from the per-second series (boot, start-up and the final kill
+    and reap excluded; over the whole run when it was too short for two samples)."""
+    from realfork.stress.config import StressConfig
+    from realfork.stress.runner import run_stress
+
+    boot: dict = {"backend": backend}
+    if noise != "off":
+        boot["noise"] = {"mode": noise}
+    r = run_stress(StressConfig(timeout=secs, check_interval=check_interval, boot=boot))
+    m = r.metrics
+    ss = [s for s in m["series"] if not s["final"]]
+    if len(ss) >= 2:
+        a, b = ss[0], ss[-1]
+    else:
+        a = {"t": 0.0, "syscalls": 0, "forks": 0, "ops": {}}
+        b = dict(m["series"][-1], t=m["run_time"])
+    t = b["t"] - a["t"]
+    return {"syscalls_per_s": (b["syscalls"] - a["syscalls"]) / t,
+            "ops_per_s": (sum(b["ops"].values()) - sum(a["ops"].values())) / t,
+            "forks_per_s": (b["forks"] - a["forks"]) / t,
+            "run_s": m["run_time"],
+            "checks": float(r.checks), "checks_skipped": float(r.checks_skipped),
+            "findings": float(len(r.findings)), "probes_dropped": float(m["probes"]["dropped"])}
+
+
+def stress_section(quick: bool) -> dict[str, float]:
+    secs, trials = (3.0, 1) if quick else (10.0, 2)
+    r: dict[str, float] = {}
+    runs = [(b, noise, 0.0) for b in ("threads", "processes") for noise in ("off", "contest")]
+    runs += [(b, "off", 1.0) for b in ("threads", "processes")]
+    for backend, noise, ci in runs:
+        best: dict[str, float] = {}
+        for _ in range(trials):
+            got = stress_once(backend, noise, ci, secs)
+            if got["syscalls_per_s"] > best.get("syscalls_per_s", -1.0):
+                best = got
+        key = f"{backend}_noise_{noise}" + ("_check_1s" if ci else "")
+        for k, v in best.items():
+            r[f"{key}_{k}"] = v
+    print(f"realfork stress, every stressor x1, {secs:g} s runs (best of {trials}; rates while "
+          "stressing; run = boot to reaped, s):")
+    print(f"  {'backend':10s} {'noise':8s} {'checks':>7s} {'syscalls/s':>11s} "
+          f"{'bogo ops/s':>11s} {'forks/s':>8s} {'run':>6s} {'findings':>8s} {'dropped':>8s}")
+    for backend, noise, ci in runs:
+        key = f"{backend}_noise_{noise}" + ("_check_1s" if ci else "")
+        chk = (f"{r[key + '_checks']:.0f}+{r[key + '_checks_skipped']:.0f}s" if ci else "-")
+        print(f"  {backend:10s} {noise:8s} {chk:>7s} {r[key + '_syscalls_per_s']:11.0f} "
+              f"{r[key + '_ops_per_s']:11.0f} {r[key + '_forks_per_s']:8.0f} "
+              f"{r[key + '_run_s']:6.1f} {r[key + '_findings']:8.0f} "
+              f"{r[key + '_probes_dropped']:8.0f}")
+    for backend in ("threads", "processes"):
+        off = r[f"{backend}_noise_off_syscalls_per_s"]
+        r[f"{backend}_contest_vs_off"] = r[f"{backend}_noise_contest_syscalls_per_s"] / off
+        r[f"{backend}_check_1s_vs_none"] = r[f"{backend}_noise_off_check_1s_syscalls_per_s"] / off
+        print(f"  {backend}: noise contest {100 * r[f'{backend}_contest_vs_off']:.0f}% of the "
+              f"noiseless rate; checking every 1 s {100 * r[f'{backend}_check_1s_vs_none']:.0f}%")
+    print(json.dumps({"bench": "stress", **{k: round(v, 3) for k, v in r.items()}}))
+    return r
+
+
+# -- the cost of watching a stress run (realfork top) ---------------------------------
+
+
+def _watched_stress(backend: str, how: str, secs: float) -> dict[str, float]:
+    """One campaign of every stressor (x1) watched ``how``: "none"; "top", a
+    ``realfork top NAME`` process at its default refresh (its frames drawn to a
+    terminal that is /dev/null); "dashboard", ``stress --dashboard`` in the
+    same process; "report", the dashboard plus the report's samplers."""
+    import contextlib
+    import signal
+    import subprocess
+
+    import psutil
+    from rich.console import Console
+
+    from realfork.stress.config import StressConfig
+    from realfork.stress.runner import StressRun
+    from realfork.top.stresswatch import StressWatch
+
+    run = StressRun(StressConfig(timeout=secs, boot={"backend": backend}))
+    procs: list[subprocess.Popen] = []
+    devnull = open(os.devnull, "w")
+    stop = threading.Event()
+    mark: list[tuple[float, float]] = []
+
+    def start_top() -> None:  # once the kernel is up, as a user would
+        while run.system is None and not stop.is_set():
+            time.sleep(0.01)
+        if run.system is not None:
+            env = dict(os.environ, FORCE_COLOR="1", COLUMNS="150", LINES="50")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "realfork", "top", run.system.name],
+                stdout=devnull, stderr=devnull, env=env))
+            # its CPU from 1.5 s on: past its start-up (imports, attach)
+            if not stop.wait(1.5):
+                with contextlib.suppress(psutil.Error):
+                    ct = psutil.Process(procs[0].pid).cpu_times()
+                    mark.append((time.monotonic(), ct.user + ct.system))
+
+    starter = threading.Thread(target=start_top) if how == "top" else None
+    if starter is not None:
+        starter.start()
+    console = Console(file=devnull, force_terminal=True, width=150, height=50)
+    cpu = 0.0  # CPU seconds the watcher spent per second of run
+    try:
+        if how in ("dashboard", "report"):
+            with StressWatch(run, dashboard=True, report=how == "report",
+                             console=console) as w:
+                result = run.run()
+            cpu = w.cpu_s / result.elapsed
+        else:
+            result = run.run()
+    finally:
+        stop.set()
+        if starter is not None:
+            starter.join()
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                ct = psutil.Process(p.pid).cpu_times()
+                if mark:
+                    t0, c0 = mark[0]
+                    cpu = (ct.user + ct.system - c0) / (time.monotonic() - t0)
+            p.send_signal(signal.SIGINT)
+            p.wait(30)
+        devnull.close()
+    t = result.elapsed
+    ops = sum(s["bogo_ops"] for s in result.metrics["stressors"].values())
+    return {"ops_per_s": ops / t, "syscalls_per_s": result.counters.get("syscalls", 0) / t,
+            "watch_cpu_ms_per_s": 1000 * cpu}
+
+
+def dashboard_section(quick: bool) -> dict[str, float]:
+    """Stress throughput with and without a dashboard attached (issue 9: a
+    dashboard at the default refresh costs less than 5%).  Trials interleave
+    the ways of watching so that drift of the machine hits them alike; each
+    figure is the median of its trials.  The watcher's own CPU time per second
+    of run is the steadier figure: with the threads backend, CPU the in-process
+    dashboard spends is GIL time the kernel's threads do not get."""
+    secs, trials = (4.0, 2) if quick else (10.0, 4)
+    hows = ("none", "top", "dashboard", "report")
+    r: dict[str, float] = {}
+    print(f"realfork stress watched by a dashboard at its default 1 s refresh, every "
+          f"stressor x1, {secs:g} s runs (median of {trials}, interleaved):")
+    print(f"  {'backend':10s} {'watched by':28s} {'bogo ops/s':>11s} {'syscalls/s':>11s} "
+          f"{'vs none':>8s} {'watcher CPU':>12s}")
+    for backend in ("threads", "processes"):
+        got: dict[str, list[dict[str, float]]] = {h: [] for h in hows}
+        for _ in range(trials):
+            for how in hows:
+                got[how].append(_watched_stress(backend, how, secs))
+        for how in hows:
+            for k in ("ops_per_s", "syscalls_per_s", "watch_cpu_ms_per_s"):
+                vals = sorted(x[k] for x in got[how])
+                r[f"{backend}_{how}_{k}"] = vals[len(vals) // 2] if len(vals) % 2 else (
+                    vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+        base = r[f"{backend}_none_syscalls_per_s"]
+        labels = {"none": "nothing", "top": "realfork top (own process)",
+                  "dashboard": "stress --dashboard", "report": "--dashboard --report"}
+        for how in hows:
+            ratio = r[f"{backend}_{how}_syscalls_per_s"] / base
+            r[f"{backend}_{how}_vs_none"] = ratio
+            cpu = r[f"{backend}_{how}_watch_cpu_ms_per_s"]
+            print(f"  {backend:10s} {labels[how]:28s} {r[f'{backend}_{how}_ops_per_s']:11.0f} "
+                  f"{r[f'{backend}_{how}_syscalls_per_s']:11.0f} {100 * ratio:7.1f}% "
+                  f"{cpu:7.1f} ms/s")
+    print(json.dumps({"bench": "dashboard", **{k: round(v, 3) for k, v in r.items()}}))
+    return r
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    ap.add_argument("--dashboard-cost", action="store_true",
+                    help="only the cost of watching a stress run (realfork top, stress "
+                         "--dashboard, --report): minutes")
+    ap.add_argument("--stress-only", action="store_true",
+                    help="only the realfork stress section")
     args = ap.parse_args()
+    if args.dashboard_cost:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python "
+              f"{platform.python_version()}, {platform.platform()}")
+        dashboard_section(args.quick)
+        return 0
+    if args.stress_only:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python "
+              f"{platform.python_version()}, {platform.platform()}")
+        stress_section(args.quick)
+        return 0
     n, trials, rounds = (20_000, 3, 2_000) if args.quick else (200_000, 7, 20_000)
 
     results: dict[str, float] = {}
@@ -209,6 +402,8 @@ def main() -> int:
               f"(target <= 1.5)")
     print(json.dumps({"bench": "fork", **{k: (round(v, 1) if v is not None else None)
                                           for k, v in f.items()}}))
+
+    stress_section(args.quick)
     return 0
 
 

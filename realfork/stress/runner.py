@@ -155,6 +155,7 @@ class StressRun:
                 while True:
                     events = system.poll(POLL)
                     self._feed(events, attr)
+                    self.metrics.tick(system)  # chains of blocked threads; the series
                     now = time.monotonic()
                     if system.dom.panicked:
                         rep = system.dom.panic_report(wait=30.0)

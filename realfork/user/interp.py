@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..kernel.clock import lwp_cpu_start
 from ..kernel.structs import LWP_STOPPED
 from ..kernel.syscall import SYSNUM, agent_main, post_syscall, syscall, trap_ast
+from ..sync import lockstat
 from ..sync.condvar import cv_wait
 from ..sync.kthread import KThread
 from ..sync.mutex import mutex_enter, mutex_exit
@@ -79,6 +80,8 @@ def compiled(K: Kernel) -> Compiled:
 def lwp_main(K: Kernel, t: KThread) -> None:
     """The body of every lwp's OS thread: wait to be set running, finish the
     system call it was cloned in (lwp_rtt), then run user code."""
+    if not lockstat.ON and K.dom.g.lockstat:
+        lockstat.refresh(K.dom)  # a host process learns that lockstat was switched on
     lw = K.lwps[t.slot]
     p = K.proc(lw.t_procp)
     cv = K.t_cv(t)
