@@ -387,7 +387,9 @@ def test_yaml_has_stress_ng_keys() -> None:
     doc = _small_doc()
     full = {"config": {"boot": {"backend": "processes"}}, "runs": 1, "kernels": ["k"],
             "metrics": doc, "findings": []}
-    y = yaml.safe_load(to_yaml(full))
+    text = to_yaml(full)
+    assert text.startswith("---\n") and "&id" not in text  # no anchors: plain YAML
+    y = yaml.safe_load(text)
     assert [e["stressor"] for e in y["metrics"]] == ["fork", "vfork"]
     for e in y["metrics"]:
         assert all(k in e for k in STRESS_NG_KEYS)

@@ -882,5 +882,9 @@ def _version() -> str | None:
 def to_yaml(doc: dict[str, Any]) -> str:
     import yaml
 
-    return yaml.safe_dump(yaml_document(doc), sort_keys=False, explicit_start=True,
-                          explicit_end=True, default_flow_style=False, width=100)
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True  # a value shown twice is written twice: no &id001 anchors
+
+    return yaml.dump(yaml_document(doc), Dumper=Dumper, sort_keys=False, explicit_start=True,
+                     explicit_end=True, default_flow_style=False, width=100)
