@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
     add_minimize_parser(sub)
+    from .kernel.bugs import add_bugs_parser
+
+    add_bugs_parser(sub)
     return p
 
 
@@ -324,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             from .stress.minimize import minimize_command
 
             return minimize_command(args)
+        if args.command == "bugs":
+            from .kernel.bugs import bugs_command
+
+            return bugs_command(args)
     except BadInput as e:
         print(f"realfork: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,6 +14,7 @@ from ..sync.condvar import cv_broadcast
 from ..sync.kthread import KThread
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
 from .clock import lwp_cpu_used
+from .detect import proc_link
 from .errno_defs import ECHILD, EINTR
 from .lwpdir import dir_free, lwp_hash_out
 from .pid import pid_exit, upcount_dec
@@ -166,7 +167,7 @@ def _give_away_children(K: Kernel, p: Proc, init: int) -> None:
         q = s.p_orphan
         last = NIL
         while q:
-            qs = K.proc(q).s
+            qs = proc_link(K, q, p, "p_nextorph").s
             qs.p_nextofkin = nok.id if nok else NIL
             last = q
             q = qs.p_nextorph
@@ -180,7 +181,7 @@ def _give_away_children(K: Kernel, p: Proc, init: int) -> None:
     ip = K.proc(init)
     c = s.p_child
     while c:
-        cs = K.proc(c).s
+        cs = proc_link(K, c, p, "p_sibling").s
         nxt = cs.p_sibling
         _delete_ns(K, p, K.proc(c))
         cs.p_ppid = ip.s.p_pid
@@ -293,7 +294,7 @@ def waitid(K: Kernel, t: KThread, pid: int) -> tuple[int, int, int]:
             q = cs.p_sibling_ns
         if pid > 0:  # is there such a child at all?
             c = ps.p_child
-            while c and K.proc(c).s.p_pid != pid:
+            while c and proc_link(K, c, pp, "p_sibling").s.p_pid != pid:
                 c = K.proc(c).s.p_sibling
             if not c:
                 mutex_exit(K.pidlock)

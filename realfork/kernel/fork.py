@@ -19,6 +19,7 @@ from ..sync.kthread import KThread
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_enter_nested, mutex_exit
 from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
+from .detect import assert_held, forklwp_source_check, proc_link
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
 from .lwp import continuelwps, holdlwps, lwp_create, lwp_create_done, start_lwp
 from .lwpdir import dir_alloc, dir_entries, dir_free, dir_install, lwp_hash_in
@@ -92,6 +93,7 @@ from .structs import (
 
 if TYPE_CHECKING:
     from .kernel import Kernel
+    from .structs import klwp_t
 
 Result = tuple[int, int, int]  # (errno, rval1, rval2)
 
@@ -150,12 +152,12 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     if isvfork and K.bug("vfork_keeps_holdlwp"):
         mutex_enter(p.p_lock)
     elif isvfork and K.bug("holdlwp_cleared_unlocked"):
-        lw.t_proc_flag &= ~TP_HOLDLWP
+        _clear_holdlwp(K, p, lw)
         mutex_enter(p.p_lock)
     else:
         mutex_enter(p.p_lock)
         if isvfork:
-            lw.t_proc_flag &= ~TP_HOLDLWP
+            _clear_holdlwp(K, p, lw)
     pool_barrier_enter(K, p)
     mutex_exit(p.p_lock)
     # 6. the new proc
@@ -163,7 +165,8 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     if cp is None:
         mutex_enter(p.p_lock)
         pool_barrier_exit(K, p)
-        continuelwps(K, p)
+        if not K.bug("getproc_fail_skips_continuelwps"):
+            continuelwps(K, p)
         mutex_exit(p.p_lock)
         _fork_fail_probe(K, p, lw.t_tid, EAGAIN, site)
         return EAGAIN, 0, 0
@@ -303,20 +306,27 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         # The parent's other lwps stay held until the end of vfwait.
     elif K.bug("pidlock_dropped_before_forkret"):
         mutex_exit(K.pidlock)
-        CL_FORKRET(K, t, p, cp, pidlock_held=False)
+        CL_FORKRET(K, t, p, cp)
     else:
-        CL_FORKRET(K, t, p, cp, pidlock_held=True)
+        CL_FORKRET(K, t, p, cp)
         assert not MUTEX_HELD(K.pidlock)
     # 19.
     return 0, cs.p_pid, 0
 
 
-def CL_FORKRET(K: Kernel, t: KThread, p: Proc, cp: Proc, pidlock_held: bool) -> None:
+def _clear_holdlwp(K: Kernel, p: Proc, lw: klwp_t) -> None:
+    """vfork clears the caller's TP_HOLDLWP; t_proc_flag is under p_lock."""
+    assert_held(K, p.p_lock, f"t_proc_flag of pid {p.s.p_pid} lwp {lw.t_tid} changed")
+    lw.t_proc_flag &= ~TP_HOLDLWP
+
+
+def CL_FORKRET(K: Kernel, t: KThread, p: Proc, cp: Proc) -> None:
     """The timesharing class's fork return: start the child, release the
-    parent's held lwps, and give the CPU away (child first, by intent)."""
+    parent's held lwps, and give the CPU away (child first, by intent).
+    Entered with pidlock held (ts_forkret asserts it), which it drops."""
+    assert_held(K, K.pidlock, "CL_FORKRET entered")
     mutex_enter(cp.p_lock)
-    if pidlock_held:
-        mutex_exit(K.pidlock)  # the child cannot vanish: we hold its p_lock
+    mutex_exit(K.pidlock)  # the child cannot vanish: we hold its p_lock
     continuelwps(K, cp)
     mutex_exit(cp.p_lock)
     mutex_enter(p.p_lock)
@@ -388,7 +398,9 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     # 7. family links
     cs.p_sibling = ps.p_child
     if ps.p_child:
-        K.proc(ps.p_child).s.p_psibling = cp.id
+        proc_link(K, ps.p_child, pp, "p_child").s.p_psibling = cp.id
+    if ps.p_orphan:
+        proc_link(K, ps.p_orphan, pp, "p_orphan")
     cs.p_parent = pp.id
     ps.p_child = cp.id
     cs.p_child_ns = cs.p_sibling_ns = NIL
@@ -448,9 +460,10 @@ def fork_fail(K: Kernel, cp: Proc) -> None:
     fcnt_add(K, -cs.p_fcnt)
     cs.p_fcnt = 0
     cs.p_sig = 0  # sigdelq
-    mutex_enter(K.pidlock)
-    upcount_dec(K, crgetruid(K, cs.p_cred), crgetzoneid(K, cs.p_cred))
-    mutex_exit(K.pidlock)
+    if not K.bug("fork_fail_skips_upcount_dec"):
+        mutex_enter(K.pidlock)
+        upcount_dec(K, crgetruid(K, cs.p_cred), crgetzoneid(K, cs.p_cred))
+        mutex_exit(K.pidlock)
     crfree(K, cs.p_cred)
     cs.p_cred = NIL
     VN_RELE(K, cs.u_cdir)
@@ -488,7 +501,8 @@ def _free_failed_child(K: Kernel, pp: Proc, cp: Proc) -> None:
     tk = task_detach(K, cp)
     pool_ref_add(K, cp.s.p_pool, -1)
     mutex_exit(cp.p_lock)
-    disown_proc(K, pp, cp)
+    if not K.bug("failed_child_not_disowned"):
+        disown_proc(K, pp, cp)
     pid_exit(K, cp)
     mutex_exit(K.pidlock)
     task_rele(K, tk)
@@ -575,6 +589,7 @@ def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: s
 
 def forklwp(K: Kernel, src: KThread, cp: Proc, lwpid: int, forkall: bool) -> KThread | None:
     """Clone lwp ``src`` (the caller, or held at a hold point) into ``cp``."""
+    forklwp_source_check(K, src)  # the caller, or held at a hold point
     if K.faults.should_fail("forklwp"):
         return None
     ct = lwp_create(K, cp, lwpid)

@@ -232,7 +232,9 @@ def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
         pokelwps(K, p, t)
         s.p_lwprcnt -= 1
         retry = False
-        while s.p_lwprcnt > 0:
+        # (bug forkall_clones_unheld: forkall does not wait for the others to stop)
+        unheld = holdflag == SHOLDFORK and K.bug("forkall_clones_unheld")
+        while s.p_lwprcnt > 0 and not unheld:
             if s.p_flag & (SEXITLWPS | SHOLDWATCH):
                 s.p_lwprcnt += 1
                 s.p_flag &= ~holdflag

@@ -7,13 +7,13 @@ from typing import Any
 
 from ..errors import BadInput, ResourceError
 from ..sync.noise import make_config as make_noise_config
+from .bugs import NAMES as BUG_NAMES
 
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
-# Kernel bugs that can be switched on (each a small change to the real code path).
-KNOWN_BUGS = ("vfork_keeps_holdlwp", "holdlwp_cleared_unlocked", "fork_fail_under_prlock",
-              "zone_set_late", "relvm_parent_first", "relvm_lost_wakeup",
-              "vfwait_no_recheck", "pidlock_dropped_before_forkret")
+# Kernel bugs that can be switched on (each a small change to the real code path):
+# the catalogue in realfork.kernel.bugs.
+KNOWN_BUGS = BUG_NAMES
 
 
 @dataclass

@@ -133,8 +133,33 @@ def thread_stop_wait(K: Kernel, t: KThread, p: Proc) -> None:
     lw = K.lwps[t.slot]
     lw.t_kstate = LWP_STOPPED
     cv = K.t_cv(t)
+    stuck = _nobody_continues(K, t, p) if lw.t_whystop == PR_SUSPENDED else None
     while lw.t_kstate == LWP_STOPPED:
-        cv_wait(cv, p.p_lock, patient=True)
+        cv_wait(cv, p.p_lock, patient=True, stuck=stuck)
+
+
+def _nobody_continues(K: Kernel, t: KThread, p: Proc) -> Stuck:
+    """For an lwp stopped PR_SUSPENDED (by TP_HOLDLWP or by a hold): only
+    another lwp of its own process can set it running again (``lwp_continue``,
+    ``continuelwps`` at the end of the holder's fork), and an lwp that is
+    itself stopped PR_SUSPENDED cannot.  When every other lwp of the process
+    is so stopped (and the process is not exiting, which would set them
+    running), the wake-up never comes."""
+    s = p.s
+
+    def check() -> str | None:
+        lw = K.lwps[t.slot]
+        if lw.t_kstate != LWP_STOPPED or s.p_flag & SEXITLWPS:
+            return None
+        for o in p.threads():
+            if o.id == t.id:
+                continue
+            olw = K.lwps[o.slot]
+            if olw.t_kstate != LWP_STOPPED or olw.t_whystop != PR_SUSPENDED:
+                return None
+        return (f"pid {s.p_pid} lwp {lw.t_tid} is suspended and every other lwp of its "
+                f"process is stopped: none can continue it")
+    return check
 
 
 def stop(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import StaleReference
 from ..sync.kthread import KThread
 from .threads import ThreadFactory
 
@@ -26,6 +27,10 @@ def _run_lwp(body: LwpBody, K: Kernel, t: KThread) -> None:
         body(K, t)
     except LwpExit:
         pass  # the lwp has ended; its slot is freed on the way out
+    except StaleReference as e:  # a freed or reused slot followed: a panic that says so
+        from ..kernel.detect import stale_reference
+
+        stale_reference(K, e)
 
 
 class ThreadsMachine:

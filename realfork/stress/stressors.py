@@ -102,18 +102,29 @@ def _vfork(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     # r2 alternates: the child execs when it is 1, exits when it is 0 (every
     # ``exec_every``-th child execs; 0: never)
     every = o["exec_every"]
-    return [
-        f"{P}main:",
-        "    mov r2, 0",
+    out = [f"{P}main:"]
+    if o["suspender"]:
+        # another lwp keeps suspending and continuing the vforking lwp (lwpid 1)
+        out.append(f"    lwp_create {P}suspender")
+    out.append("    mov r2, 0")
+    if o["sibling_ms"]:
+        # a short-lived sibling, forked first, exits while the parent waits in vfork
+        out += [f"{P}sibling:", "    fork1", f"    beq rv, 0, {P}sibexit",
+                f"    blt rv, 0, {P}sibfail", "    mov r4, rv", f"    jmp {P}again",
+                f"{P}sibfail:", "    sleep 1", f"    jmp {P}sibling"]
+    out += [
         *_retry_fork(P, "vfork", f"{P}child"),
         "    wait rv",
+        *(["    wait r4"] if o["sibling_ms"] else []),
         "    add r2, 1",
-        f"    blt r2, {max(every, 1)}, {P}again",
+        f"    blt r2, {max(every, 1)}, {P}next",
         "    mov r2, 0",
-        f"    jmp {P}again",
+        f"{P}next:",
+        f"    jmp {P}{'sibling' if o['sibling_ms'] else 'again'}",
         *_fail_block(P, f"{P}again"),
         f"{P}child:",
         "    store 0, 1",  # the parent's memory, borrowed
+        *([f"    spin {o['child_spin']}"] if o["child_spin"] else []),
         f"    bne r2, {max(every, 1) - 1}, {P}cexit" if every else f"    jmp {P}cexit",
         f"    exec {P}image",
         f"{P}cexit:",
@@ -122,6 +133,12 @@ def _vfork(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
         *([f"    sleep {o['image_ms']}"] if o["image_ms"] else []),  # the new image runs on
         "    exit 0",
     ]
+    if o["sibling_ms"]:
+        out += [f"{P}sibexit:", f"    sleep {o['sibling_ms']}", "    exit 0"]
+    if o["suspender"]:
+        out += [f"{P}suspender:", "    mov r5, 1", "    lwp_suspend r5", "    lwp_continue r5",
+                "    yield", f"    jmp {P}suspender"]
+    return out
 
 
 def _exec(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
@@ -261,7 +278,8 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     Stressor("forkall", "forkall from a process whose other lwps sleep or compute",
              {"lwps": 3, "sleepers": 2}, _forkall, "proc:::create", (FORK_KINDS["forkall"],)),
     Stressor("vfork", "vfork, then the child execs or exits",
-             {"exec_every": 2, "image_ms": 0}, _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
+             {"exec_every": 2, "image_ms": 0, "child_spin": 0, "sibling_ms": 0, "suspender": 0},
+             _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
     Stressor("exec", "fork1 children that exec a chain of images", {"chain": 2}, _exec,
              "proc:::exec"),
     Stressor("lwp", "lwp_create, lwp_suspend, lwp_continue, lwp exit and lwp_wait",

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import KernelPanic
 from ..kernel.clock import lwp_cpu_start
+from ..kernel.detect import user_as_check
 from ..kernel.structs import LWP_STOPPED
 from ..kernel.syscall import SYSNUM, agent_main, post_syscall, syscall, trap_ast
 from ..sync import lockstat
@@ -121,6 +123,8 @@ def run_user(K: Kernel, t: KThread) -> Any:
         budget -= 1
         if budget == 0:
             budget = PROGRESS_EVERY
+            if g.panicked or g.shutting_down:  # an lwp that never enters the kernel stops too
+                raise KernelPanic("kernel panicked" if g.panicked else "kernel shut down")
             g.progress += 1
         if not 0 <= pc < ncode:
             # running off the end is lwp_exit (the last lwp ends the process, 0)
@@ -180,6 +184,7 @@ def run_user(K: Kernel, t: KThread) -> Any:
         a0 = _val(regs, ops[0]) if ops else 0
         a1 = _val(regs, ops[1]) if len(ops) > 1 else 0
         syscall(K, t, sysnum, a0, a1)
+        user_as_check(K, t)  # back to user mode: not on an address space lent to vfork
         pc = lw.pc
         regs = list(lw.regs)
         spinleft = 0
