@@ -63,7 +63,8 @@ child:
     exit 0
 """
 
-ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(S[A-Z]+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+"
+# PID PPID STATE LWPS HOST CPU% RSS THR VCSW NVCSW FLAGS [LWP:CPU% ...]
+ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(S[A-Z]+)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+"
                  r"(\S+)\s+(\S+)\s+(\S+)")
 
 
@@ -138,11 +139,13 @@ def render_text(snap: snapmod.Snapshot, sort: str = "pid", width: int = 200) -> 
 
 
 def parse_rows(text: str) -> dict[int, tuple[str, ...]]:
+    """pid -> (pid, ppid, state, flags, lwps, host, cpu, rss, threads, vcsw, nvcsw)."""
     rows = {}
     for line in text.splitlines():
         m = ROW.match(line)
         if m:
-            rows[int(m.group(1))] = m.groups()
+            g = m.groups()
+            rows[int(g[0])] = (g[0], g[1], g[2], g[10], g[3], *g[4:10])
     return rows
 
 

@@ -20,10 +20,8 @@ import threading
 import time
 from typing import Any
 
-from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from ..errors import BadInput
@@ -90,74 +88,102 @@ def header(snap: Snapshot, note: str = "") -> Text:
     return t
 
 
-def process_table(snap: Snapshot, sort: str, rows: int) -> Table:
+# The tables are laid out in fixed columns, like top(1), and drawn as one rich
+# Text: measuring a rich Table of a hundred cells costs ~50 ms of CPU a frame,
+# which ``stress --dashboard`` would take from the kernel's threads (the GIL).
+HOT_FLAGS = frozenset({"SVFWAIT", "SHOLDFORK", "SHOLDFORK1", "SVFORK"})
+PROC_COLS = (("PID", 6), ("PPID", 6), ("STATE", -7), ("LWPS", 5), ("HOST", 8), ("CPU%", 6),
+             ("RSS", 7), ("THR", 4), ("VCSW", 9), ("NVCSW", 9), ("FLAGS", -22))
+
+
+def _cols(cells: list[str], spec: tuple[tuple[str, int], ...]) -> str:
+    return " ".join(c.ljust(-w) if w < 0 else c.rjust(w) for c, (_, w) in zip(cells, spec,
+                                                                            strict=False))
+
+
+def _title(t: Text, text: str) -> None:
+    t.append("\n\n" + text + "\n", style="bold")
+
+
+def process_table(t: Text, snap: Snapshot, sort: str, rows: int) -> None:
     procs = sort_processes(snap.processes, sort)
     shown = procs[:rows]
     title = f"emulated processes (sorted by {sort}"
-    title += f", {len(shown)} of {len(procs)})" if len(shown) < len(procs) else ")"
-    tb = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-               header_style="bold", title_style="bold")
-    for col, just in (("PID", "right"), ("PPID", "right"), ("STATE", "left"),
-                      ("FLAGS", "left"), ("LWPS", "right"), ("HOST", "right"),
-                      ("CPU%", "right"), ("RSS", "right"), ("THR", "right"),
-                      ("VCSW", "right"), ("NVCSW", "right")):
-        tb.add_column(col, justify=just, no_wrap=col != "FLAGS")  # type: ignore[arg-type]
+    _title(t, title + (f", {len(shown)} of {len(procs)})" if len(shown) < len(procs) else ")"))
     threads = snap.backend == "threads"
-    if threads:
-        tb.add_column("LWP:CPU%", overflow="fold")
+    t.append(_cols([c for c, _ in PROC_COLS], PROC_COLS) + (" LWP:CPU%" if threads else ""),
+             style="reverse")
     for r in shown:
-        flags = ",".join(r.flags)
-        style = "bold yellow" if any(f in ("SVFWAIT", "SHOLDFORK", "SHOLDFORK1", "SVFORK")
-                                     for f in r.flags) else ""
-        cells = [str(r.pid), str(r.ppid), r.state, Text(flags or "-", style=style),
-                 str(r.lwps), str(r.host_pid or "-"), _pct(r.cpu_percent), _mib(r.rss),
-                 _num(r.threads), _num(r.ctx_voluntary), _num(r.ctx_involuntary)]
+        cells = [str(r.pid), str(r.ppid), r.state, str(r.lwps), str(r.host_pid or "-"),
+                 _pct(r.cpu_percent), _mib(r.rss), _num(r.threads), _num(r.ctx_voluntary),
+                 _num(r.ctx_involuntary)]
+        t.append("\n" + _cols(cells, PROC_COLS[:-1]) + " ")
+        flags = ",".join(r.flags) or "-"
+        t.append(flags.ljust(-PROC_COLS[-1][1]),
+                 style="bold yellow" if HOT_FLAGS.intersection(r.flags) else "")
         if threads:
-            cells.append(" ".join(f"{lw.lwpid}:{_pct(lw.cpu_percent)}"
-                                  for lw in r.lwp_threads[:6])
-                         + (" ..." if len(r.lwp_threads) > 6 else ""))
-        tb.add_row(*cells)
-    return tb
+            t.append(" " + " ".join(f"{lw.lwpid}:{_pct(lw.cpu_percent)}"
+                                    for lw in r.lwp_threads[:8])
+                     + (" ..." if len(r.lwp_threads) > 8 else ""), style="dim")
 
 
-def lock_table(snap: Snapshot, rows: int = 8) -> Table:
-    tb = Table(title=f"hottest lock classes (threads blocked on each, sampled every "
-                     f"{LOCK_PERIOD:g} s)", title_justify="left",
-               box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold", title_style="bold")
-    for col in ("CLASS", "WAITING", "NOW ms", "CONTENTIONS", "WAIT ms"):
-        tb.add_column(col, justify="left" if col == "CLASS" else "right", no_wrap=True)
+LOCK_COLS = (("CLASS", -24), ("WAITING", 8), ("NOW ms", 10), ("CONTENTIONS", 12),
+             ("WAIT ms", 12))
+
+
+def lock_table(t: Text, snap: Snapshot, rows: int = 8) -> None:
+    _title(t, f"hottest lock classes (threads blocked on a mutex or rwlock, sampled every "
+              f"{LOCK_PERIOD:g} s)")
+    t.append(_cols([c for c, _ in LOCK_COLS], LOCK_COLS), style="reverse")
     for r in snap.locks[:rows]:
-        tb.add_row(r.lock_class, str(r.waiting), f"{r.wait_ms_now:.1f}", f"{r.contentions:,}",
-                   f"{r.wait_ms_total:,.1f}")
+        t.append("\n" + _cols([r.lock_class, str(r.waiting), f"{r.wait_ms_now:.1f}",
+                               f"{r.contentions:,}", f"{r.wait_ms_total:,.1f}"], LOCK_COLS),
+                 style="bold" if r.waiting else "")
     if not snap.locks:
-        tb.add_row("(no lock waits seen yet)", "", "", "", "")
-    return tb
+        t.append("\n(no lock waits seen yet)", style="dim")
 
 
-def wait_table(snap: Snapshot, rows: int = 6) -> Table:
-    tb = Table(title=f"wait-for summary: {snap.blocked} blocked, {len(snap.cycles)} cycles",
-               title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-               header_style="bold", title_style="bold")
-    tb.add_column("COUNT", justify="right", no_wrap=True)
-    tb.add_column("SOBJ", no_wrap=True)
-    tb.add_column("CHAIN (innermost first)", overflow="ellipsis", no_wrap=True, max_width=48)
-    tb.add_column("THREADS", overflow="fold", max_width=70)
+WAIT_COLS = (("COUNT", 5), ("SOBJ", -8), ("CHAIN (innermost first)", -52), ("THREADS", -1))
+
+
+def wait_table(t: Text, snap: Snapshot, rows: int = 6) -> None:
+    _title(t, f"wait-for summary: {snap.blocked} blocked, {len(snap.cycles)} cycles")
+    t.append(_cols([c for c, _ in WAIT_COLS], WAIT_COLS), style="reverse")
     for s in snap.stacks[:rows]:
         chain = " < ".join(s["chain"].split(";")[:6]) if s["chain"] else "-"
+        if len(chain) > 52:
+            chain = chain[:51] + "~"
         shown = s["threads"][:3]
         more = f" (+{s['count'] - len(shown)})" if s["count"] > len(shown) else ""
-        tb.add_row(str(s["count"]), s["kind"] or "-", chain, ", ".join(shown) + more)
-    return tb
+        t.append("\n" + _cols([str(s["count"]), s["kind"] or "-", chain,
+                               ", ".join(shown) + more], WAIT_COLS))
 
 
-def render(snap: Snapshot, sort: str = "cpu", rows: int = 20, note: str = "") -> Group:
-    parts: list[Any] = [header(snap, note), process_table(snap, sort, rows),
-                        lock_table(snap), wait_table(snap)]
+class Frame:
+    """One dashboard frame: lines longer than the terminal are cut, not wrapped."""
+
+    def __init__(self, text: Text) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield from self.text.__rich_console__(
+            console, options.update(no_wrap=True, overflow="ellipsis"))
+
+    @property
+    def plain(self) -> str:
+        return self.text.plain
+
+
+def render(snap: Snapshot, sort: str = "cpu", rows: int = 20, note: str = "") -> Frame:
+    t = header(snap, note)
+    process_table(t, snap, sort, rows)
+    lock_table(t, snap)
+    wait_table(t, snap)
     for c in snap.cycles:
-        parts.append(Text("cycle: " + c, style="bold red"))
+        t.append("\ncycle: " + c, style="bold red")
     for h in snap.hangs[:3]:
-        parts.append(Text("hang: " + h, style="bold red"))
-    return Group(*parts)
+        t.append("\nhang: " + h, style="bold red")
+    return Frame(t)
 
 
 def rows_for(console: Console) -> int:

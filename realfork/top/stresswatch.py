@@ -43,6 +43,7 @@ class StressWatch:
         self.samples: list[dict[str, Any]] = []  # for the report
         self.frames = 0
         self.errors = 0
+        self.cpu_s = 0.0  # CPU time this thread spent looking (its cost to the run)
         self.last: Snapshot | None = None
         self.obs: Observer | None = None
         self._lock_base: dict[str, float] = {}  # lock wait of earlier kernels (ms)
@@ -107,6 +108,7 @@ class StressWatch:
         next_full = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            c0 = time.thread_time()
             try:
                 obs = self._observer()
                 if obs is not None:
@@ -118,6 +120,7 @@ class StressWatch:
             except Exception as e:  # a torn read nobody foresaw: skip this look
                 self.errors += 1
                 self.status = f"(watch: {type(e).__name__}: {e})"
+            self.cpu_s += time.thread_time() - c0
             wait = max(0.0, next_full - time.monotonic())
             if self.report:
                 wait = min(wait, self.lock_period)
