@@ -238,9 +238,13 @@ def sys_lwp_create(K: Kernel, t: KThread, p: Proc, entry: int, a1: int) -> Resul
     mutex_enter(p.p_lock)
     nlw.t_proc_flag |= TP_TWAIT
     nlw.t_proc_flag &= ~0x2  # TP_HOLDLWP: not suspended
+    # Read the id while p_lock keeps the new lwp from exiting: once we drop
+    # it, the lwp may run, exit and have its slot reused (found by schedule
+    # noise: the creator returned another process's lwp id and suspended itself).
+    lwpid = nlw.t_tid
     lwp_create_done(K, nt, p)
     mutex_exit(p.p_lock)
-    return 0, nlw.t_tid, 0
+    return 0, lwpid, 0
 
 
 def sys_lwp_exit(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
