@@ -67,22 +67,23 @@ def header(snap: Snapshot, note: str = "") -> Text:
              f"forkall {c['sysforkall']:,})")
     t.append(f"\nvfork waits {c['vfork_waits']:,} (waiting now {snap.vfork_waiting})  "
              f"holds {c['holds']:,} (in progress {snap.holds_in_progress})  "
-             f"fork failures {snap.fork_failures:,}  ")
-    t.append(f"findings {snap.findings}",
-             style="bold red" if snap.findings else "")
+             f"fork failures {snap.fork_failures:,}  probes dropped {snap.probes_dropped:,}\n")
+    t.append(f"findings {snap.findings}", style="bold red" if snap.findings else "")
     t.append(f" (lock order {snap.lock_order_reports}, panic {'yes' if snap.panic else 'no'})"
-             f"  probes dropped {snap.probes_dropped:,}")
-    t.append(f"\nmachine: CPU {m['cpu_percent']:.0f}% of {m['ncpus']:.0f}  memory "
+             f"  machine: CPU {m['cpu_percent']:.0f}% of {m['ncpus']:.0f}  memory "
              f"{m['mem_used'] / 2**30:.1f}/{m['mem_total'] / 2**30:.1f} GiB "
              f"({m['mem_percent']:.0f}%)")
     sup = next((h for h in snap.hosts if h.role == "supervisor"), None)
     if sup is not None:
-        t.append(f"  supervisor pid {sup.pid}: CPU {_pct(sup.cpu_percent)}%  "
+        t.append(f"\nsupervisor pid {sup.pid}: CPU {_pct(sup.cpu_percent)}%  "
                  f"RSS {_mib(sup.rss)}  threads {_num(sup.threads)}")
     if snap.backend == "processes":
         nh = sum(1 for h in snap.hosts if h.role == "host")
         idle = sum(1 for h in snap.hosts if h.role == "idle host")
+        fs = next((h for h in snap.hosts if h.role == "forkserver"), None)
         t.append(f"  hosts {nh} (+{idle} idle)")
+        if fs is not None:
+            t.append(f"  fork server pid {fs.pid}: CPU {_pct(fs.cpu_percent)}%")
     if snap.panic:
         t.append(f"\nPANIC: {snap.panic}", style="bold red")
     return t

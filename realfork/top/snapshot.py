@@ -387,9 +387,14 @@ class Observer:
             if s.p_flag & (SHOLDFORK | SHOLDFORK1):
                 holding += 1
             nlwps += max(0, s.p_lwpcnt)
-            host_pid = s.p_host_pid if self.backend == "processes" else 0
-            if not host_pid and s.p_stat != SZOMB:
-                host_pid = self.supervisor_pid
+            # the OS process running its lwps: none for a zombie (its host may be
+            # serving another process by now) nor for a process not yet given one
+            if s.p_stat == SZOMB:
+                host_pid = 0
+            elif self.backend == "processes" and s.p_pid != 0:
+                host_pid = s.p_host_pid
+            else:
+                host_pid = self.supervisor_pid  # p0, and every lwp with threads
             info = host(host_pid) if host_pid else {}
             mine = sorted(by_proc.get(i, []), key=lambda r: r.lwpid)
             row = ProcRow(pid=s.p_pid, ppid=s.p_ppid, state=STAT_NAMES[s.p_stat],
