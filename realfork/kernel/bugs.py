@@ -96,9 +96,9 @@ CATALOGUE: tuple[Bug, ...] = (
         "the child's p_zone is set after pid_assign made it visible to prfind, so a "
         "lookup that follows it finds NULL",
         "illumos 6439016", "getproc step 2", "panic",
-        r"panic: NULL pointer dereference: p_zone of pid N \(stat N\) \(.*\)",
-        "the zone dereference of a proc found by prfind",
-        _cfg({"fork": 2, "signal": 1}),
+        r"panic: NULL pointer dereference: p_zone of pid N \(stat N\) \(prfind\)",
+        "prfind follows the proc's p_zone (prfind_zone's zone comparison)",
+        _cfg({"fork": 2, "probe": 1}),
         timing=True),
     Bug("failed_child_not_disowned",
         "a failed fork frees the child without taking it off its parent's child and orphan "

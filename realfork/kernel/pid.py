@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
+from .detect import zone_of
 from .proc import Proc
 from .structs import NIL, SIDL
 
@@ -109,7 +110,13 @@ def pid_exit(K: Kernel, p: Proc) -> None:
 
 
 def prfind(K: Kernel, pid: int) -> Proc | None:
-    """The proc with ``pid``, SIDL and SZOMB ones included (requires pidlock)."""
+    """The proc with ``pid``, SIDL and SZOMB ones included (requires pidlock).
+
+    illumos's prfind is ``prfind_zone(pid, zoneid)``, which compares the
+    proc's zone (``p->p_zone->zone_id``) with the caller's unless the caller
+    is in the global zone.  realfork follows ``p_zone`` for every caller (one
+    zone is in use, so the comparison always succeeds): a proc visible here
+    before its zone is set is the NULL dereference of 6439016."""
     assert MUTEX_HELD(K.pidlock)
     if not 0 <= pid <= K.g.maxpid:
         return None
@@ -117,7 +124,11 @@ def prfind(K: Kernel, pid: int) -> Proc | None:
     e = K.pidtab[pid]
     slot = e.pid_prslot if e.pid_used and not e.pid_prinactive else 0
     mutex_exit(K.pidlinklock)
-    return K.proc(slot) if slot else None
+    if not slot:
+        return None
+    p = K.proc(slot)
+    zone_of(K, p)  # p->p_zone->zone_id
+    return p
 
 
 # -- upcount: processes per (real uid, zone), under pidlock ---------------------------

@@ -19,6 +19,7 @@ exec      ``proc:::exec``
 lwp       ``proc:::lwp-create``
 signal    ``syscall:::return`` of ``kill``
 proc      ``syscall:::return`` of ``prlock`` or ``pragent``
+probe     ``syscall:::return`` of ``kill`` (signal 0, at the pid frontier)
 bomb      ``proc:::create`` of a fork1 child, or ``proc:::fork-fail``
 mix       ``syscall:::return`` of any system call
 ========  ===============================================================
@@ -227,6 +228,33 @@ def _proc(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     return out
 
 
+def _probe(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    # Follow the pid frontier: a child of our own says where it is; then look
+    # up the next pids (kill PID, 0: a /proc-style lookup that sends nothing)
+    # while other processes' forks assign them, so that some lookups meet a
+    # child that getproc is still setting up.
+    return [
+        f"{P}main:",
+        *_retry_fork(P, "fork1", f"{P}child"),
+        "    mov r3, rv",
+        "    mov r6, rv",
+        f"{P}next:",
+        "    add r6, 1",
+        "    mov r7, 0",
+        f"{P}look:",
+        "    kill r6, 0",
+        f"    beq rv, 0, {P}next",  # it exists (or is being created): the next one
+        f"    bne err, ESRCH, {P}next",  # another user's: exists too
+        "    add r7, 1",
+        f"    blt r7, {max(o['tries'], 1)}, {P}look",
+        "    wait r3",  # nobody took it: start again from a new child of ours
+        f"    jmp {P}again",
+        *_fail_block(P, f"{P}again"),
+        f"{P}child:",
+        "    exit 0",
+    ]
+
+
 def _bomb(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     return [
         f"{P}main:",
@@ -290,6 +318,8 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     Stressor("proc", "a /proc controller: P_PR_LOCK and agent-lwp forks on forking victims",
              {"victims": 2, "hold_ms": 2}, _proc, "syscall:::return",
              (_SYS["prlock"], _SYS["pragent"])),
+    Stressor("probe", "looks up the pids other forks are about to assign (kill PID, 0)",
+             {"tries": 200}, _probe, "syscall:::return", (_SYS["kill"],)),
     Stressor("bomb", "forks until EAGAIN, then reaps them all",
              {"uid": 1000, "child_ms": 50}, _bomb, "proc:::create", (FORK_KINDS["fork1"],)),
     Stressor("mix", "generated programs mixing every system call",
