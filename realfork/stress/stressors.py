@@ -350,8 +350,8 @@ def check_options(name: str, options: dict[str, int]) -> dict[str, int]:
         raise BadInput("signal-kill_percent must be at most 100")
     if name == "exec" and out["chain"] < 1:
         raise BadInput("exec-chain must be at least 1")
-    if name == "mix" and (out["procs"] < 1 or out["length"] < 1):
-        raise BadInput("mix-procs and mix-length must be at least 1")
+    if name == "mix" and (out["procs"] < 1 or out["length"] < 1 or out["lwps"] < 1):
+        raise BadInput("mix-procs, mix-lwps and mix-length must be at least 1")
     return out
 
 
@@ -369,8 +369,12 @@ def compose(instances: list[tuple[str, dict[str, int]]], seed: int) -> str:
                   f"startfail{i}:", "    sleep 1", f"    jmp start{i}", f"started{i}:"]
     lines += ["reap:", "    wait", "    bne rv, -1, reap", "    beq err, EINTR, reap",
               "    exit 0"]
+    nth: dict[str, int] = {}
     for i, (name, opts) in enumerate(instances):
-        rng = random.Random(f"{seed}:{i}:{name}")
+        # seeded by (stressor, k-th instance of it), not by position, so that
+        # dropping another stressor (the minimizer) leaves this one's program alone
+        k = nth[name] = nth.get(name, -1) + 1
+        rng = random.Random(f"{seed}:{name}:{k}")
         lines.append(f"; instance {i}: {name}")
         lines += STRESSORS[name].build(instance_prefix(i), opts, rng)
     return "\n".join(lines) + "\n"
