@@ -149,7 +149,8 @@ CATALOGUE: tuple[Bug, ...] = (
         "classic mistake", "cfork step 6", "invariant",
         r"invariant: (.*, )?D18(, .*)?",
         "invariant D18 (no lwp left held by a fork)",
-        _cfg({"forkall": 1}, faults={"getproc.memory": {"probability": 100}}, timeout=10.0)),
+        _cfg({"forkall": 1}, {"forkall": {"fail_ms": 200}},
+             faults={"getproc.memory": {"probability": 30}}, timeout=10.0)),
     Bug("forkall_clones_unheld",
         "forkall's holdlwps does not wait for the other lwps to stop, so forklwp copies "
         "lwps that are still running",

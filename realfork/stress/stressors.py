@@ -59,8 +59,8 @@ def _retry_fork(P: str, call: str, child: str) -> list[str]:
     ]
 
 
-def _fail_block(P: str, back: str) -> list[str]:
-    return [f"{P}fail:", "    sleep 1", f"    jmp {back}"]
+def _fail_block(P: str, back: str, ms: int = 1) -> list[str]:
+    return [f"{P}fail:", f"    sleep {max(ms, 1)}", f"    jmp {back}"]
 
 
 def _fork(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
@@ -85,7 +85,7 @@ def _forkall(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
         *_retry_fork(P, "forkall", f"{P}child"),
         "    wait rv",
         f"    jmp {P}again",
-        *_fail_block(P, f"{P}again"),
+        *_fail_block(P, f"{P}again", o["fail_ms"]),  # how long to wait after EAGAIN
         f"{P}child:",
         "    exit 0",  # the clones of the other lwps go with it
         f"{P}sleeper:",
@@ -304,7 +304,8 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     Stressor("fork", "fork1, exit and wait", {}, _fork, "proc:::create",
              (FORK_KINDS["fork1"],)),
     Stressor("forkall", "forkall from a process whose other lwps sleep or compute",
-             {"lwps": 3, "sleepers": 2}, _forkall, "proc:::create", (FORK_KINDS["forkall"],)),
+             {"lwps": 3, "sleepers": 2, "fail_ms": 1}, _forkall, "proc:::create",
+             (FORK_KINDS["forkall"],)),
     Stressor("vfork", "vfork, then the child execs or exits",
              {"exec_every": 2, "image_ms": 0, "child_spin": 0, "sibling_ms": 0, "suspender": 0},
              _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
