@@ -294,6 +294,18 @@ class System:
 
         check_kernel(self.K)
 
+    def check_running(self, timeout: float = 5.0) -> list[str] | None:
+        """Pause the running kernel at a quiescent point, run the invariant
+        checker, resume: the violations found (empty when all hold), or None
+        when no quiescent point came within ``timeout`` seconds.  Call it from
+        the thread that drives ``start``/``poll``, or from another thread while
+        that one waits in ``run``/``poll`` (``realfork.kernel.pause``)."""
+        from .kernel.pause import check_running
+
+        if self.dom.closed:
+            raise KernelPanic("the kernel is closed")
+        return check_running(self.K, timeout)
+
     @property
     def closed(self) -> bool:
         return self.dom.closed

@@ -12,6 +12,32 @@ condition variable).  A corrupted table cannot make the checker loop or
 raise: every list walk is bounded, every pointer is range-checked, and an
 unexpected error inside one group of checks becomes a violation of its own.
 
+A running kernel.  ``violations(K, running=True)`` is for a kernel paused
+while programs run (``realfork.kernel.pause.check_running``): live
+processes and lwps, zombies nobody has reaped yet, vfork children sharing
+their SVFWAIT parent's address space, lwps held by ``lwp_suspend`` or
+stopped by /proc, lwps parked at the pause gate or asleep in system calls.
+Every invariant below already allows those, because each describes what
+holds whenever no kernel operation is half done, and ``pause`` only accepts
+such a point: it waits while a fork, exit, exec or vfork wait is caught at
+one of its sleeps (an SIDL child, ``p_poolcnt``, a hold flag, SFORKING,
+P_PR_EXEC, ``fork_fail_pending``; see ``pause``), letting the operation run
+to its end.  So A4's "no SIDL proc", A6, C14, D16 and D18 stay checked as
+between runs (a hold flag or barrier count that no sleeping thread of the
+process can be carrying out is a leak, and is reported).  Two checks differ,
+each because the running kernel has a legitimate holder the idle one has not:
+
+* D17's "no proc has P_PR_LOCK": a ``prlock`` system call holds P_PR_LOCK
+  across its delay, asleep, for as long as the program asked.  Running, the
+  check is that no more procs have P_PR_LOCK than there are lwps inside
+  ``prlock``.
+* D17's "no kernel thread holds a lock": p0's threads (kthreads with pid 0)
+  are left out.  The supervisor's ``sched`` thread polls ``run_cv`` under
+  ``pidlock`` while the run goes on, and may itself be the caller running
+  the checker; neither is part of the state being checked.  Every user and
+  system lwp is still checked (``pause`` only accepts points where none
+  holds a lock).
+
 What is checked (the code of each group in brackets):
 
 * [A1] ``practive`` is a consistent doubly-linked list whose length equals
@@ -188,14 +214,17 @@ class InvariantViolation(RealforkError):
         return self._text()
 
 
-def violations(K: Kernel) -> list[str]:
-    """Every invariant violation in ``K``'s tables (empty when all hold)."""
-    return _Checker(K).run()
+def violations(K: Kernel, running: bool = False) -> list[str]:
+    """Every invariant violation in ``K``'s tables (empty when all hold).
+
+    ``running``: ``K`` is paused while programs run, not between runs (see the
+    module docstring for the two checks that differ)."""
+    return _Checker(K, running).run()
 
 
-def check_kernel(K: Kernel) -> None:
+def check_kernel(K: Kernel, running: bool = False) -> None:
     """Raise ``InvariantViolation`` naming every broken invariant of ``K``."""
-    found = violations(K)
+    found = violations(K, running)
     if found:
         raise InvariantViolation(found)
 
@@ -205,8 +234,9 @@ def _is_pow2(n: int) -> bool:
 
 
 class _Checker:
-    def __init__(self, K: Kernel) -> None:
+    def __init__(self, K: Kernel, running: bool = False) -> None:
         self.K = K
+        self.running = running
         self.g = K.g
         self.out: list[str] = []
         self.P = K.procs.slots
@@ -811,8 +841,10 @@ class _Checker:
             left = [n for n, f in QUIESCENT_FLAGS.items() if s.p_flag & f]
             if left:
                 self.bad("D16", f"{self.who(slot)} has {', '.join(left)} set at quiescence")
-            if s.p_proc_flag & P_PR_LOCK:
+            if s.p_proc_flag & P_PR_LOCK and not self.running:
                 self.bad("D17", f"{self.who(slot)} has P_PR_LOCK set at quiescence")
+        if self.running:
+            self._check_prlocks()
         vfork_children: dict[int, list[int]] = {}
         for slot in self.procs():
             s = P[slot]
@@ -848,13 +880,31 @@ class _Checker:
                 self.bad("F30", f"{self.who(slot)} has stashed watched pages (p_wpage) "
                                 f"without SVFWAIT")
 
+    def _check_prlocks(self) -> None:
+        """Running: every P_PR_LOCK is held by an lwp inside ``prlock``."""
+        from .syscall import SYSNUM
+
+        K, P = self.K, self.P
+        locked = [slot for slot in self.procs() if P[slot].p_proc_flag & P_PR_LOCK]
+        if not locked:
+            return
+        kts = K.dom.kthreads.slots
+        holders = sum(1 for i in K.dom.kthreads.used()
+                      if kts[i].t_pid and K.lwps[i].t_sysnum == SYSNUM["prlock"])
+        if len(locked) > holders:
+            self.bad("D17", f"{[self.who(s) for s in locked]} have P_PR_LOCK set but only "
+                            f"{holders} lwps are inside prlock")
+
     # -- D17: locks -----------------------------------------------------------------------------
 
     def check_locks(self) -> None:
         from ..sync.report import snapshot
 
         rep = snapshot(self.K.dom)
+        kts = self.K.dom.kthreads.slots
         for t in rep.threads:
+            if self.running and not kts[t.id - 1].t_pid:
+                continue  # p0's: sched polling run_cv under pidlock, or the checker
             if t.held:
                 self.bad("D17", f"{t.label} [kthread {t.id}] holds {', '.join(t.held)} at "
                                 f"quiescence")

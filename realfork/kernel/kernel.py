@@ -158,6 +158,8 @@ class Kernel:
         self.pool_barrier_cv: KCondvar = h(m.pool_barrier_cv)  # type: ignore[assignment]
         self.task_hash_lock: KMutex = h(m.task_hash_lock)  # type: ignore[assignment]
         self.run_cv: KCondvar = h(m.run_cv)  # type: ignore[assignment]
+        self.pause_lock: KMutex = h(m.pause_lock)  # type: ignore[assignment]
+        self.pause_cv: KCondvar = h(m.pause_cv)  # type: ignore[assignment]
         self._locks_ready = True
 
     def procs_h(self, slot: int) -> Proc:

@@ -56,6 +56,8 @@ def format_kernel(K: Kernel) -> None:
     m.pool_barrier_cv = dom.new_cv("pool_barrier_cv").idx
     m.task_hash_lock = dom.new_mutex("task_hash_lock").idx
     m.run_cv = dom.new_cv("run_cv").idx
+    m.pause_lock = dom.new_mutex("pause_lock").idx
+    m.pause_cv = dom.new_cv("pause_cv").idx
     m.procsync_base = dom.g.nsync
     for _slot in range(p.nproc):  # renamed after their pid by pid_assign
         dom.new_mutex("p_lock", -1, "pid")

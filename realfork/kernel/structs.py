@@ -383,6 +383,7 @@ class kglobals_t(ctypes.Structure):
         ("init_status", c_i32),
         ("run_seq", c_i32),
         ("program_len", c_i32),
+        ("pausing", c_i32),  # pauses in progress: lwps park in sig_check (kernel.pause)
         ("progress", c_u64),  # bumped by every system call: the kernel is alive
         ("sysprobes", c_i32),  # fire syscall:::return (number, latency, errno) when set
         # counters (monotonic, racy increments are under the named lock)
@@ -419,4 +420,6 @@ class ksyncmap_t(ctypes.Structure):
         ("pool_barrier_cv", c_i32),
         ("task_hash_lock", c_i32),
         ("run_cv", c_i32),  # the supervisor waits here for init to exit
+        ("pause_lock", c_i32),  # realfork.kernel.pause: the gate lwps park at
+        ("pause_cv", c_i32),
     ]

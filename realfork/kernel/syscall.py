@@ -33,6 +33,7 @@ from .lwp import (
     lwp_wait,
     start_lwp,
 )
+from .pause import pause_gate
 from .pid import prfind, upcount_dec, upcount_inc
 from .proc import Proc
 from .procfs import sprlock, sprunlock
@@ -150,6 +151,8 @@ def sig_check(K: Kernel, t: KThread, p: Proc) -> None:
     if not (ts.t_astflag or ts.t_sig_check or lw.lwp_cursig):
         return
     ts.t_astflag = 0
+    if K.g.pausing:
+        pause_gate(K, t)  # park while the invariant checker looks (kernel.pause)
     holdlwp(K, t, p)
     sig = lw.lwp_cursig or issig(K, t, p)
     if sig < 0:  # another lwp is exiting the process
