@@ -85,6 +85,6 @@ def exec_common(K: Kernel, t: KThread, p: Proc, entry: int) -> int:
     lw.spinleft = 0
     for i in range(len(lw.regs)):
         lw.regs[i] = 0
-    K.g.nexec += 1
+    K.count("nexec")
     K.fire("proc:::exec", s.p_pid, lw.t_tid, entry)
     return 0

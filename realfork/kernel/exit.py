@@ -138,7 +138,7 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
     s.p_lwpfree = -1
     lw.t_kstate = LWP_ZOMB
     mutex_exit(p.p_lock)
-    K.g.nexit += 1
+    K.count("nexit")
     K.fire("proc:::exit", s.p_pid, lw.t_tid, why, what)
     K.fire("proc:::lwp-exit", s.p_pid, lw.t_tid, *lwp_cpu_used(lw))
     sigcld(K, p)

@@ -128,7 +128,7 @@ def vfork(K: Kernel, t: KThread) -> Result:
 def _fork_fail_probe(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> None:
     from .faults import SITE_INDEX
 
-    K.g.fork_fail += 1
+    K.count("fork_fail")
     K.fire("proc:::fork-fail", p.s.p_pid, lwpid, err, SITE_INDEX.get(site, -1))
 
 
@@ -748,7 +748,7 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     pp = curproc_of(K, t)
     lw = K.lwps[t.slot]
     signalled = False
-    K.g.vfork_waits += 1
+    K.count("vfork_waits")
     K.fire("proc:::vfork-wait-start", pp.s.p_pid, lw.t_tid, pid)
     while True:
         mutex_enter(K.pidlock)

@@ -42,6 +42,7 @@ from .structs import (
 )
 
 # chain-lock indices for the kernel's own tables' free lists
+COUNT_CHAIN = 7  # statistics counters (Kernel.count)
 _CHAINS = {"proc": 8, "as": 9, "cred": 10, "vnode": 11, "task": 12, "project": 13,
            "zone": 14, "pool": 15, "pgrp": 16, "sess": 17, "contract": 18, "rctlset": 19}
 
@@ -121,6 +122,7 @@ class Kernel:
         self.lwps: Any = seg.region("klwp", klwp_t)
         self.pidtab: Any = seg.region("pidtab", pident_t)
         self.upcounts: Any = seg.region("upcount", upcount_t)
+        self._count_lock = chains.chain(COUNT_CHAIN)
         self.procs = Table(seg, chains, "proc", proc_t, _CHAINS["proc"])
         self.ases = Table(seg, chains, "as", as_t, _CHAINS["as"])
         self.creds = Table(seg, chains, "cred", cred_t, _CHAINS["cred"])
@@ -204,6 +206,17 @@ class Kernel:
 
     def progress(self) -> None:
         self.dom.g.progress += 1
+
+    def count(self, counter: str) -> None:
+        """Add one to a statistics counter of the kernel globals.  Its callers
+        hold different locks (or none) in different OS processes, so a plain
+        ``+=`` would lose updates: one chain lock makes the count exact."""
+        lk = self._count_lock
+        if not lk.acquire(False):
+            self.dom.chain_enter(lk)
+        g = self.g
+        setattr(g, counter, getattr(g, counter) + 1)
+        lk.release()
 
     def fire(self, name: str, pid: int = 0, lwpid: int = 0, *args: int) -> None:
         from ..sync.kthread import _cpu

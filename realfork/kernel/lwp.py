@@ -117,7 +117,7 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
         s.p_tlist = t.id
     lwp_hash_in(K, p, lwpid, t.id)
     mutex_exit(p.p_lock)
-    K.g.nlwp_create += 1
+    K.count("nlwp_create")
     K.fire("proc:::lwp-create", s.p_pid, lwpid, t.id)
     return t
 

@@ -180,7 +180,7 @@ def stop(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> bool:
         s.p_lwprcnt -= 1
         if s.p_lwprcnt == 0 or lw.t_proc_flag & TP_HOLDLWP:
             cv_broadcast(p.p_holdlwps)
-        K.g.holds += 1
+        K.count("holds")
         K.fire("proc:::hold-start", s.p_pid, lw.t_tid, why)
     else:
         lw.t_schedflag |= TS_ALLSTART & ~TS_PSTART

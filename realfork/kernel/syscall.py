@@ -99,7 +99,7 @@ def syscall(K: Kernel, t: KThread, sysnum: int, a0: int = 0, a1: int = 0) -> Non
     lw.t_sysnum = sysnum
     K.progress()
     g = K.g
-    g.syscalls += 1
+    K.count("syscalls")
     p = curproc_t(K, t)
     start = time.monotonic_ns() if g.sysprobes else 0
     try:
