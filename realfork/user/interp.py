@@ -85,6 +85,7 @@ def lwp_main(K: Kernel, t: KThread) -> None:
     if not lockstat.ON and K.dom.g.lockstat:
         lockstat.refresh(K.dom)  # a host process learns that lockstat was switched on
     lw = K.lwps[t.slot]
+    lwp_cpu_start(lw)  # lwp-exit reports the CPU this OS thread used from here on
     p = K.proc(lw.t_procp)
     cv = K.t_cv(t)
     mutex_enter(p.p_lock)
@@ -94,7 +95,6 @@ def lwp_main(K: Kernel, t: KThread) -> None:
     if lw.pc == -1:
         agent_main(K, t)
         return
-    lwp_cpu_start(lw)
     K.fire("proc:::lwp-start", p.s.p_pid, lw.t_tid)
     if p.id == K.g.proc_init and lw.t_tid == 1 and not K.faults.armed:
         K.faults.arm()  # fault counting starts with the user's program
