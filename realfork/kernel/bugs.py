@@ -87,7 +87,7 @@ CATALOGUE: tuple[Bug, ...] = (
         "P_PR_LOCK, against a /proc controller that holds the file lock and waits for "
         "P_PR_LOCK",
         "illumos 6533743", "_as_dup_failed (cfork step 7)", "deadlock",
-        r"deadlock: .*",
+        r"deadlock: fcnt_add, sprlock on f_tlock, pr_pid_cv",
         "deadlines and the wait-for cycle (P_PR_LOCK waiters name its holder)",
         _cfg({"proc": 2}, {"proc": {"victims": 2, "hold_ms": 0}},
              faults={"as_dup": {"probability": 50}}),

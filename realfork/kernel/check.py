@@ -86,8 +86,10 @@ What is checked (the code of each group in brackets):
   a member (it is assigned at boot, without ``contract_process_fork``).
 * [D16] no proc has SHOLDFORK, SHOLDFORK1, SFORKING, SHOLDWATCH or SEXITLWPS
   set; SVFWAIT only on the parent of an SVFORK child.
-* [D17] no proc has P_PR_LOCK; no kernel thread holds a lock or is blocked on
-  a mutex or rwlock (condition-variable sleepers are fine).
+* [D17] no proc has P_PR_LOCK; ``p_prowner`` (its holder) is set exactly when
+  P_PR_LOCK is, and names a kernel thread that still exists; no kernel thread
+  holds a lock or is blocked on a mutex or rwlock (condition-variable
+  sleepers are fine).
 * [D18] an lwp of a live proc is SUSPENDED only if it has TP_HOLDLWP
   (``lwp_suspend``) or its proc is an SVFWAIT vfork parent.
 * [D19] ``p_lwprcnt`` equals the number of the proc's lwps that are not
@@ -843,6 +845,7 @@ class _Checker:
                 self.bad("D16", f"{self.who(slot)} has {', '.join(left)} set at quiescence")
             if s.p_proc_flag & P_PR_LOCK and not self.running:
                 self.bad("D17", f"{self.who(slot)} has P_PR_LOCK set at quiescence")
+            self._check_prowner(slot)
         if self.running:
             self._check_prlocks()
         vfork_children: dict[int, list[int]] = {}
@@ -879,6 +882,17 @@ class _Checker:
             elif s.p_wpage:
                 self.bad("F30", f"{self.who(slot)} has stashed watched pages (p_wpage) "
                                 f"without SVFWAIT")
+
+    def _check_prowner(self, slot: int) -> None:
+        s = self.P[slot]
+        owner, locked = s.p_prowner, bool(s.p_proc_flag & P_PR_LOCK)
+        kts = self.K.dom.kthreads.slots
+        if bool(owner) != locked:
+            self.bad("D17", f"{self.who(slot)} has p_prowner {owner} with P_PR_LOCK "
+                            f"{'set' if locked else 'clear'}")
+        elif owner and not (1 <= owner <= len(kts) and kts[owner - 1].slot_inuse):
+            self.bad("D17", f"{self.who(slot)}'s P_PR_LOCK is held by kthread {owner}, "
+                            f"which has exited")
 
     def _check_prlocks(self) -> None:
         """Running: every P_PR_LOCK is held by an lwp inside ``prlock``."""

@@ -243,7 +243,7 @@ def freeproc(K: Kernel, p: Proc) -> None:
     while s.p_proc_flag & P_PR_LOCK:
         from ..sync.condvar import cv_wait
 
-        cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
+        cv_wait(p.pr_pid_cv, p.p_lock, patient=True, waker=s.p_prowner)
     mutex_exit(p.p_lock)
     upcount_dec(K, crgetruid(K, s.p_cred), crgetzoneid(K, s.p_cred))
     crfree(K, s.p_cred)

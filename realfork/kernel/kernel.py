@@ -162,6 +162,7 @@ class Kernel:
         self.run_cv: KCondvar = h(m.run_cv)  # type: ignore[assignment]
         self.pause_lock: KMutex = h(m.pause_lock)  # type: ignore[assignment]
         self.pause_cv: KCondvar = h(m.pause_cv)  # type: ignore[assignment]
+        self.f_tlock: KMutex = h(m.f_tlock)  # type: ignore[assignment]
         self._locks_ready = True
 
     def procs_h(self, slot: int) -> Proc:

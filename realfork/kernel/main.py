@@ -58,6 +58,7 @@ def format_kernel(K: Kernel) -> None:
     m.run_cv = dom.new_cv("run_cv").idx
     m.pause_lock = dom.new_mutex("pause_lock").idx
     m.pause_cv = dom.new_cv("pause_cv").idx
+    m.f_tlock = dom.new_mutex("f_tlock").idx
     m.procsync_base = dom.g.nsync
     for _slot in range(p.nproc):  # renamed after their pid by pid_assign
         dom.new_mutex("p_lock", -1, "pid")

@@ -5,13 +5,18 @@ stop-on-exit-from-fork.
 P_PR_LOCK is a flag in ``p_proc_flag`` used as a sleeping lock: its waiters
 sleep on the slot's ``pr_pid_cv`` with ``p_lock``.  Kernel code that changes
 ``p_tlist``, ``p_as`` or lwp state first waits it out with ``prbarrier``.
+``p_prowner`` records the kernel thread holding it, and every waiter names
+that thread as its waker, so a wait-for cycle through P_PR_LOCK is drawn
+like one through a mutex; releasing it wakes every waiter (each re-reads the
+new owner).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..sync.condvar import cv_signal, cv_wait
+from ..sync.condvar import cv_broadcast, cv_signal, cv_wait
+from ..sync.kthread import _cpu
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
 from .proc import Proc
 from .structs import P_PR_LOCK, SEXITING, SEXITLWPS, SIDL, SZOMB
@@ -25,7 +30,7 @@ def prbarrier(K: Kernel, p: Proc) -> None:
     assert MUTEX_HELD(p.p_lock)
     if p.s.p_proc_flag & P_PR_LOCK:
         while p.s.p_proc_flag & P_PR_LOCK:
-            cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
+            cv_wait(p.pr_pid_cv, p.p_lock, patient=True, waker=p.s.p_prowner)
         cv_signal(p.pr_pid_cv)  # pass the wake-up on to the next waiter
 
 
@@ -33,15 +38,16 @@ def sprlock_proc(K: Kernel, p: Proc) -> None:
     """Take P_PR_LOCK on ``p`` (requires p_lock, still held on return)."""
     assert MUTEX_HELD(p.p_lock)
     while p.s.p_proc_flag & P_PR_LOCK:
-        cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
-    p.s.p_proc_flag |= P_PR_LOCK
+        cv_wait(p.pr_pid_cv, p.p_lock, patient=True, waker=p.s.p_prowner)
+    _take_prlock(p)
 
 
 def sprunlock(K: Kernel, p: Proc) -> None:
     """Release P_PR_LOCK and drop p_lock."""
     assert MUTEX_HELD(p.p_lock)
-    cv_signal(p.pr_pid_cv)
+    cv_broadcast(p.pr_pid_cv)  # every waiter re-reads the owner it names
     p.s.p_proc_flag &= ~P_PR_LOCK
+    p.s.p_prowner = 0
     mutex_exit(p.p_lock)
 
 
@@ -64,6 +70,12 @@ def sprlock(K: Kernel, pid: int) -> Proc | None:
             return None
         if not s.p_proc_flag & P_PR_LOCK:
             break
-        cv_wait(p.pr_pid_cv, p.p_lock, patient=True)
-    p.s.p_proc_flag |= P_PR_LOCK
+        cv_wait(p.pr_pid_cv, p.p_lock, patient=True, waker=s.p_prowner)
+    _take_prlock(p)
     return p
+
+
+def _take_prlock(p: Proc) -> None:
+    """Set P_PR_LOCK for the calling kernel thread (p_lock held)."""
+    p.s.p_proc_flag |= P_PR_LOCK
+    p.s.p_prowner = _cpu.t.id

@@ -94,8 +94,13 @@ def VN_RELE(K: Kernel, vp: int) -> None:
 
 
 def fcnt_add(K: Kernel, n: int) -> None:
-    with K.dom.chains.chain(32):
-        K.g.fcnt += n
+    """Add ``n`` references to the open files (realfork has one open-file
+    table, shared by every process: the forks inherit it).  Each file's count
+    is under its ``f_tlock``; realfork's one file table has one ``f_tlock``.
+    Callers hold no kernel lock and not P_PR_LOCK (6533743)."""
+    mutex_enter(K.f_tlock)
+    K.g.fcnt += n
+    mutex_exit(K.f_tlock)
 
 
 def corectl_hold(K: Kernel, p: Proc) -> None:
