@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from realfork.cli import main
-from realfork.stress.config import StressConfig
+from realfork.stress.config import DEFAULT_STRESSORS, StressConfig
 from realfork.stress.findings import load_finding
 from realfork.stress.runner import run_stress
 from realfork.stress.stressors import ORDER
@@ -124,3 +124,20 @@ def test_cli_finding_exits_1(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "findings: 1" in out and "lock order: p_lock/1 -> p_lock (relvm)" in out
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_no_arguments_runs_every_stressor_for_30_seconds_and_exits_0(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # findings/ would go here
+    out = tmp_path / "m.json"
+    assert main(["stress", "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert doc["config"]["timeout"] == 30 and doc["elapsed"] >= 30
+    assert set(doc["metrics"]["stressors"]) == set(DEFAULT_STRESSORS)
+    assert doc["checks"]["while_running"] > 0  # checked at quiescent points, not only at the end
+    for name in DEFAULT_STRESSORS:
+        assert any(line.split()[:1] == [name] for line in printed.out.splitlines()), name
+    assert "findings: none" in printed.out
+    assert "realfork stress: fork x1" in printed.err  # what is about to run
+    assert not (tmp_path / "findings").exists() or not any((tmp_path / "findings").iterdir())
