@@ -19,17 +19,9 @@ supervisor, nothing is written, and leaving only unmaps.
 Exit status: 0 clean; 2 no such kernel, another user's kernel, or bad usage."""
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
-
-
 def add_top_parser(sub: argparse._SubParsersAction) -> None:
+    from ..cli import _positive_float as _positive  # the command line's own number check
+
     t = sub.add_parser("top", help="live dashboard of a running kernel",
                        description=TOP_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
