@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write every run and summary as JSON")
     ap.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     args = ap.parse_args(argv)
+    # a SIGTERM unwinds like Ctrl-C: every kernel shuts down and leaves nothing behind
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     names = [n for n in args.bugs.split(",") if n]
     for n in names:
         if n not in BUGS:

@@ -104,7 +104,7 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
     s.p_exec = s.p_execdir = s.u_cdir = s.u_rdir = NIL
     mutex_exit(p.p_lock)
     # 5. files
-    fcnt_add(K, -s.p_fcnt)
+    fcnt_add(K, p, -s.p_fcnt)
     s.p_fcnt = 0
     # 6. the address space: a vfork child releases its parent here
     relvm(K, t, p)

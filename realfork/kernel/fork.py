@@ -392,6 +392,7 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
         sess_hold(K, cs.p_sessp)
         cs.p_sid = ps.p_sid
     cs.p_exec, cs.p_execdir = ps.p_exec, ps.p_execdir
+    cs.p_prfile = ps.p_prfile  # the open /proc file is inherited
     cs.p_zone = ps.p_zone
     cs.p_brksize, cs.p_stksize = ps.p_brksize, ps.p_stksize
     cs.p_ppid = cs.p_ancpid = ps.p_pid
@@ -424,7 +425,7 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     # 11. without global locks: credentials, files, directories
     cs.p_cred = cr
     crhold(K, cr)
-    fcnt_add(K, 1)
+    fcnt_add(K, cp, 1)
     cs.p_fcnt = 1
     cs.u_cdir, cs.u_rdir = ps.u_cdir, ps.u_rdir
     VN_HOLD(K, cs.u_cdir)
@@ -457,7 +458,7 @@ def _punish(K: Kernel) -> None:
 def fork_fail(K: Kernel, cp: Proc) -> None:
     """Undo getproc's references (without P_PR_LOCK held: 6533743)."""
     cs = cp.s
-    fcnt_add(K, -cs.p_fcnt)
+    fcnt_add(K, cp, -cs.p_fcnt)
     cs.p_fcnt = 0
     cs.p_sig = 0  # sigdelq
     if not K.bug("fork_fail_skips_upcount_dec"):

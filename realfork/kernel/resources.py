@@ -93,14 +93,20 @@ def VN_RELE(K: Kernel, vp: int) -> None:
 # -- open files and corectl ----------------------------------------------------------
 
 
-def fcnt_add(K: Kernel, n: int) -> None:
-    """Add ``n`` references to the open files (realfork has one open-file
-    table, shared by every process: the forks inherit it).  Each file's count
-    is under its ``f_tlock``; realfork's one file table has one ``f_tlock``.
-    Callers hold no kernel lock and not P_PR_LOCK (6533743)."""
-    mutex_enter(K.f_tlock)
-    K.g.fcnt += n
-    mutex_exit(K.f_tlock)
+def fcnt_add(K: Kernel, p: Proc, n: int) -> None:
+    """Add ``n`` references to each file ``p`` has open (one count, ``fcnt``,
+    for all of them).  Each file's count is under its ``f_tlock``: realfork
+    models one file with a kernel mutex for it, the /proc file a controller
+    opens with ``prlock`` and the processes it then forks inherit
+    (``p_prfile``); the other files' locks are a chain lock.  Callers hold no
+    kernel lock, and not P_PR_LOCK (6533743)."""
+    prfile = p.s.p_prfile
+    if prfile:
+        mutex_enter(K.f_tlock)
+    with K.dom.chains.chain(32):
+        K.g.fcnt += n
+    if prfile:
+        mutex_exit(K.f_tlock)
 
 
 def corectl_hold(K: Kernel, p: Proc) -> None:

@@ -221,6 +221,7 @@ class proc_t(Slot):
         ("p_agent_errno", c_i32),  # the result of the last /proc agent's fork
         ("p_agent_done", c_i32),
         ("p_prowner", c_i32),  # kthread id holding P_PR_LOCK (p_lock), 0 none
+        ("p_prfile", c_i32),  # has the /proc file open (prlock; inherited by fork)
     ]
 
 
@@ -423,5 +424,5 @@ class ksyncmap_t(ctypes.Structure):
         ("run_cv", c_i32),  # the supervisor waits here for init to exit
         ("pause_lock", c_i32),  # realfork.kernel.pause: the gate lwps park at
         ("pause_cv", c_i32),
-        ("f_tlock", c_i32),  # the open-file table's lock (fcnt_add)
+        ("f_tlock", c_i32),  # the /proc file's f_tlock (prlock, fcnt_add)
     ]

@@ -415,14 +415,16 @@ def sys_setuid(K: Kernel, t: KThread, p: Proc, uid: int, a1: int) -> Result:
 def sys_prlock(K: Kernel, t: KThread, p: Proc, pid: int, ms: int) -> Result:
     """Hold P_PR_LOCK on ``pid`` for ``ms`` milliseconds.
 
-    The controller works through its open /proc file, which the processes it
-    forks inherit: the file's ``f_tlock`` is held while it waits for and takes
-    the target's P_PR_LOCK.  So nobody may take ``f_tlock`` while holding
-    P_PR_LOCK, or the two deadlock (6533743: fork_fail's ``fcnt_add``)."""
+    The controller works through the /proc file it opens here (``p_prfile``;
+    the processes it forks afterwards inherit it): the file's ``f_tlock`` is
+    held while it waits for and takes the target's P_PR_LOCK.  So nobody may
+    take ``f_tlock`` while holding P_PR_LOCK, or the two deadlock (6533743:
+    fork_fail's ``fcnt_add``)."""
     from .clock import delay
 
     if ms < 0:
         return EINVAL, 0, 0
+    p.s.p_prfile = 1
     mutex_enter(K.f_tlock)
     q = sprlock(K, pid)
     mutex_exit(K.f_tlock)

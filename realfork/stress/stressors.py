@@ -209,7 +209,9 @@ def _signal(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
 
 def _proc(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     n = o["victims"]
-    out = [f"{P}main:", *_spawn_victims(P, n, f"{P}victim"), f"{P}loop:"]
+    # a prlock of itself opens /proc first: the victims inherit the open file
+    out = [f"{P}main:", "    getpid", "    prlock rv, 0", *_spawn_victims(P, n, f"{P}victim"),
+           f"{P}loop:"]
     for _ in range(8):
         v = rng.randint(1, n)
         out += [f"    prlock r{v}, {o['hold_ms']}", f"    pragent r{v}"]
