@@ -55,6 +55,7 @@ from .structs import (
 
 ALLOC_CHAIN = 2  # chain lock for the sync-object bump allocator and classes
 PANIC_CHAIN = 3  # chain lock deciding which thread panics first
+CYCLE_LOOKS, CYCLE_LOOKS_S = 3, 0.02  # a deadline with no cycle in sight: look again
 KTHREAD_CHAIN = 4  # chain lock of the kthread table's free list
 
 DEFAULTS: dict[str, Any] = {
@@ -387,33 +388,52 @@ class Substrate:
     # -- deadlines and panic -------------------------------------------------------------
 
     def deadline_expired(self, t: KThread, obj: SyncObject) -> NoReturn:
-        """``t`` waited on ``obj`` past the deadline: panic with a report."""
+        """``t`` waited on ``obj`` past the deadline: panic with a report.
+
+        A member of a cycle may be caught between a wake-up and its next
+        sleep (a condition-variable waiter re-checking its condition), when
+        it has no wait-for edge: with no cycle in sight, look again a few
+        times, ``CYCLE_LOOKS_S`` apart, before calling it a hang."""
         secs = self.timeout_ns / 1e9
         rep = _report.snapshot(self, "hang", "", t.id)
-        mine = [c for c in rep.cycles if t.id in c]
-        kind = "deadlock" if mine or rep.cycles else "hang"
+        for _ in range(CYCLE_LOOKS):
+            if rep.cycles:
+                break
+            time.sleep(CYCLE_LOOKS_S)
+            rep = _report.snapshot(self, "hang", "", t.id)
+        kind = "deadlock" if rep.cycles else "hang"
         msg = (f"{self.thread_name(t.id)} waited {secs:g} s on "
                f"{obj.name} ({type(obj).__name__[1:].lower()})")
-        self.panic(msg, kind=kind, culprit=t.id)
+        rep.kind, rep.message = kind, msg
+        self.panic(msg, kind=kind, culprit=t.id, rep=rep)
 
     def lost_wakeup(self, t: KThread, cv: SyncObject, reason: str) -> NoReturn:
         """``t`` sleeps on ``cv`` and nobody will signal it: panic with a hang."""
         self.panic(f"{self.thread_name(t.id)} sleeps on {cv.name} (condvar) and nobody "
                    f"will signal it: {reason}", kind="hang", culprit=t.id)
 
-    def panic(self, message: str, kind: str = "panic", culprit: int = 0) -> NoReturn:
-        """Stop the kernel: record a report, wake every sleeper, unwind."""
+    def panic(self, message: str, kind: str = "panic", culprit: int = 0,
+              rep: _report.WaitReport | None = None) -> NoReturn:
+        """Stop the kernel: record a report, wake every sleeper, unwind.
+
+        The report (``rep``, or a snapshot taken here) shows the kernel as it
+        was before ``panicked`` is published: once it is, every thread that
+        notices unwinds, and a report taken after that would show threads of
+        the cycle gone."""
         g = self.g
         lk = self.chains.chain(PANIC_CHAIN)
         lk.acquire()
-        first = not g.panicked
-        if first:
-            g.panicked = 1
-            g.panic_thread = culprit
-        lk.release()
-        if not first:
+        try:
+            first = not g.panicked
+            if first:
+                if rep is None:
+                    rep = _report.snapshot(self, kind, message, culprit)
+                g.panicked = 1
+                g.panic_thread = culprit
+        finally:
+            lk.release()
+        if not first or rep is None:
             raise KernelPanic("kernel panicked")
-        rep = _report.snapshot(self, kind, message, culprit)
         self._store_report(rep)
         self.wake_all_sleepers()
         raise KernelPanic(message, rep)
