@@ -166,14 +166,13 @@ BUGS: dict[str, Bug] = {b.name: b for b in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BUGS)
 
 
-def stress_settings(name: str | None, seed: int = 0, backend: str = "threads",
+def stress_settings(name: str, seed: int = 0, backend: str = "threads",
                     noise: dict[str, Any] | None = None, timeout: float | None = None,
                     bug: str | None = None) -> dict[str, Any]:
     """The ``StressConfig`` fields of bug ``name``'s campaign: with the bug on,
     or with ``bug=""`` the same campaign on the clean kernel.  ``noise`` (a
     noise setting, ``{"mode": "contest"}``) replaces the catalogued one;
     ``{"mode": "off"}`` turns it off."""
-    assert name is not None
     d = copy.deepcopy(BUGS[name].stress)
     boot = d["boot"]
     on = name if bug is None else bug

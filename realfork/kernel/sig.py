@@ -151,12 +151,17 @@ def _nobody_continues(K: Kernel, t: KThread, p: Proc) -> Stuck:
         lw = K.lwps[t.slot]
         if lw.t_kstate != LWP_STOPPED or s.p_flag & SEXITLWPS:
             return None
-        for o in p.threads():
-            if o.id == t.id:
-                continue
-            olw = K.lwps[o.slot]
+        # p_lock is not held here: walk the ring from ourselves, bounded
+        tid, n = lw.t_forw, 0
+        while tid and tid != t.id:
+            olw = K.lwps[tid - 1]
             if olw.t_kstate != LWP_STOPPED or olw.t_whystop != PR_SUSPENDED:
                 return None
+            tid, n = olw.t_forw, n + 1
+            if n > len(K.lwps):
+                return None  # the ring changed under us: no verdict
+        if tid != t.id:
+            return None
         return (f"pid {s.p_pid} lwp {lw.t_tid} is suspended and every other lwp of its "
                 f"process is stopped: none can continue it")
     return check
