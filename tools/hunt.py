@@ -59,7 +59,9 @@ def one_run(name: str, seed: int, backend: str, noise: str, budget: float,
     fs = [{"kind": f.kind, "signature": f.signature, "elapsed": f.elapsed,
            "expected": bug.matches(f.kind, f.signature)} for f in r.findings]
     fs.sort(key=lambda f: f["elapsed"])
-    detected = bool(fs) and fs[0]["expected"] and not clean
+    # found while the campaign ran: a finding made while the run was being torn
+    # down after its budget (killing stuck processes) is too late
+    detected = bool(fs) and fs[0]["expected"] and fs[0]["elapsed"] <= budget and not clean
     return {"bug": name, "seed": seed, "backend": backend, "noise": noise, "clean": clean,
             "wall": round(time.monotonic() - t0, 3), "findings": fs, "detected": detected,
             "elapsed": fs[0]["elapsed"] if detected else None}
@@ -125,7 +127,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="clean-kernel runs (whole budget) per bug, backend, noise")
     ap.add_argument("--json", metavar="FILE", help="write every run and summary as JSON")
     ap.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="print the table of a saved --json file instead of running")
     args = ap.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            doc = json.load(f)
+        budget = doc["settings"]["budget"]
+        for r in doc["rows"]:
+            for run in r["runs"]:
+                fs = run["findings"]
+                run["detected"] = bool(fs) and fs[0]["expected"] and fs[0]["elapsed"] <= budget
+                run["elapsed"] = fs[0]["elapsed"] if run["detected"] else None
+            r["summary"] = summarize(r["runs"], r["clean"])
+        st = doc["settings"]
+        print(f"realfork hunt ({args.from_json}): {st['seeds']} seeds, budget {budget:g} s, "
+              f"backends {st['backends']}, noise {st['noise']}, clean {st['clean_seeds']} "
+              f"run(s) each; {doc['wall_s'] / 60:.1f} min on {doc['machine']['cpus']} CPUs")
+        print(table(doc["rows"], budget))
+        return 0
     # a SIGTERM unwinds like Ctrl-C: every kernel shuts down and leaves nothing behind
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     names = [n for n in args.bugs.split(",") if n]
