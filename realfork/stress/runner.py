@@ -30,7 +30,7 @@ from ..user.parser import parse
 from .config import StressConfig
 from .findings import Finding, FindingStore, from_lockdep, from_violations, from_wait_report
 from .metrics import Metrics
-from .stressors import FORK_KINDS, STRESSORS, compose
+from .stressors import STRESSORS, compose
 
 POLL = 0.05  # seconds between looks at the kernel
 PROGRESS_EVERY = 1.0
@@ -75,20 +75,6 @@ class _Attribution:
     def stressor(self, pid: int) -> str | None:
         i = self.owner.get(pid)
         return None if i is None else self.instances[i][0]
-
-
-def is_op(stressor: str, name: str, args: tuple[int, ...]) -> bool:
-    """Is probe ``name`` with ``args``, fired by a process of ``stressor``, one bogo op?"""
-    st = STRESSORS[stressor]
-    if stressor == "bomb" and name == "proc:::fork-fail":
-        return True
-    if name != st.op_probe:
-        return False
-    if name == "proc:::create":
-        return args[1] in st.op_kinds
-    if name == "syscall:::return" and st.op_kinds:
-        return args[0] in st.op_kinds
-    return True
 
 
 class StressRun:
@@ -211,7 +197,7 @@ class StressRun:
                 st = attr.stressor(e.args[0])
             else:
                 st = attr.stressor(e.pid)
-            m.event(e, st, st is not None and is_op(st, e.name, e.args))
+            m.event(e, st, st is not None and STRESSORS[st].is_op(e.name, e.args))
 
     def _check_running(self, system: System, seed: int, at: float) -> bool:
         try:
@@ -253,4 +239,4 @@ def run_stress(cfg: StressConfig, findings_dir: str | None = None,
     return StressRun(cfg, findings_dir, progress).run()
 
 
-__all__ = ["FORK_KINDS", "StressResult", "StressRun", "run_stress"]
+__all__ = ["StressResult", "StressRun", "run_stress"]

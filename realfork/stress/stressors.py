@@ -47,6 +47,20 @@ class Stressor:
     build: Callable[[str, dict[str, int], random.Random], list[str]]
     op_probe: str  # the probe that counts one bogo op
     op_kinds: tuple[int, ...] = ()  # proc:::create kinds, or syscall numbers
+    also_op: str = ""  # another probe that counts as a bogo op, whatever its arguments
+
+    def is_op(self, name: str, args: tuple[int, ...]) -> bool:
+        """Is probe ``name`` with ``args``, fired for one of this stressor's
+        processes, one bogo op?"""
+        if name == self.also_op:
+            return True
+        if name != self.op_probe:
+            return False
+        if name == "proc:::create":
+            return args[1] in self.op_kinds
+        if name == "syscall:::return" and self.op_kinds:
+            return args[0] in self.op_kinds
+        return True
 
 
 def _retry_fork(P: str, call: str, child: str) -> list[str]:
@@ -324,7 +338,8 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     Stressor("probe", "looks up the pids other forks are about to assign (kill PID, 0)",
              {"tries": 200}, _probe, "syscall:::return", (_SYS["kill"],)),
     Stressor("bomb", "forks until EAGAIN, then reaps them all",
-             {"uid": 1000, "child_ms": 50}, _bomb, "proc:::create", (FORK_KINDS["fork1"],)),
+             {"uid": 1000, "child_ms": 50}, _bomb, "proc:::create", (FORK_KINDS["fork1"],),
+             also_op="proc:::fork-fail"),
     Stressor("mix", "generated programs mixing every system call",
              {"procs": 4, "lwps": 3, "length": 30}, _mix, "syscall:::return"),
 )}
