@@ -50,6 +50,8 @@ class Proc:
         return self.s.p_pid
 
     def __repr__(self) -> str:
+        if self.K.dom.closed:  # the segment may be unmapped: do not touch it
+            return f"<proc slot {self.slot} of a closed kernel>"
         return f"<proc slot {self.slot} pid {self.s.p_pid}>"
 
     def threads(self) -> list[KThread]:

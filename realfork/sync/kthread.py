@@ -53,6 +53,8 @@ class KThread:
         self.os_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
+        if self.dom.closed:  # the segment may be unmapped: do not touch it
+            return f"<kthread {self.id} of a closed kernel>"
         s = self.s
         return f"<kthread {self.id} pid {s.t_pid} lwp {s.t_lwpid}>"
 
