@@ -220,7 +220,6 @@ class System:
     def _end_run(self, t: Any) -> list[int]:
         """SIGKILL every user process still alive, wait, and reap every zombie."""
         from .kernel.exit import freeproc
-        from .kernel.syscall import _kill_releases_proc_stops
 
         K = self.K
         killed: list[int] = []
@@ -236,8 +235,7 @@ class System:
                 mutex_enter(p.p_lock)
                 if s.p_pid not in killed:
                     killed.append(s.p_pid)
-                sigtoproc(K, p, 9)
-                _kill_releases_proc_stops(K, p)
+                sigtoproc(K, p, 9)  # sets /proc-stopped and all-held lwps running
                 mutex_exit(p.p_lock)
             if not alive:
                 # reap every zombie, init last

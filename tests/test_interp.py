@@ -634,6 +634,73 @@ def test_wait_reports_128_plus_the_signal_of_a_killed_child() -> None:
     """) == 128 + SIGKILL
 
 
+def test_sigkill_kills_a_process_whose_only_lwp_suspended_itself() -> None:
+    # nobody is left to lwp_continue it: the kill sets it running to die
+    assert status("""
+        fork1
+        beq rv, 0, child
+        mov r6, rv
+        sleep 300               ; the child has suspended itself
+        kill r6, SIGKILL
+        wait
+        exit st
+    child:
+        lwp_suspend 1
+        exit 3
+    """) == 128 + SIGKILL
+
+
+def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
+    assert status("""
+        fork1
+        beq rv, 0, child
+        mov r6, rv
+        sleep 300               ; both lwps of the child are suspended
+        kill r6, SIGKILL
+        wait
+        exit st
+    child:
+        lwp_create other
+        sleep 5000
+        exit 4
+    other:
+        lwp_suspend 1           ; the main lwp, in its sleep, stops in place
+        lwp_suspend 2           ; then itself
+        exit 5
+    """) == 128 + SIGKILL
+
+
+def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released() -> None:
+    # The kill arrives while /proc holds P_PR_LOCK on the stopped target, so it
+    # may not set the target running then; the controller's unlock does.
+    assert status("""
+        fork1
+        beq rv, 0, target
+        mov r6, rv
+        sleep 300               ; the target forks and stops on /proc request
+        fork1
+        beq rv, 0, killer
+        mov r7, rv
+        prlock r6, 800          ; hold the stopped target while the kill comes
+        wait r6
+        mov r1, st
+        wait r7
+        exit r1
+    killer:
+        sleep 200
+        kill r6, SIGKILL
+        exit 0
+    target:
+        getpid
+        prstopfork rv, 1        ; stop the forking process on its way out
+        fork1
+        beq rv, 0, grandchild
+        exit 6                  ; only prrun or a kill moves it on
+    grandchild:
+        exit 2
+    """) == 128 + SIGKILL
+
+
 def test_wait_is_interrupted_by_a_caught_signal() -> None:
     assert status("""
         sigaction SIGUSR1, catch

@@ -259,15 +259,18 @@ def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
 
 
 def holdlwp(K: Kernel, t: KThread, p: Proc) -> None:
-    """A hold point: stop here if a hold is in progress; exit if told to."""
-    from .structs import P_PR_LOCK  # noqa: F401
+    """A hold point: stop here if a hold is in progress; exit if told to.
 
+    Only the process-wide holds stop here.  An lwp_suspend request
+    (TP_HOLDLWP) is honoured in ``issig``, after a pending SIGKILL: a
+    suspended lwp that the kill sets running must go on to die, not stop
+    again."""
     s = p.s
     lw = K.lwps[t.slot]
     mutex_enter(p.p_lock)
     if not s.p_flag & SCOREDUMP and (s.p_flag & SEXITLWPS or lw.t_proc_flag & TP_EXITLWP):
         lwp_exit(K, t, p)
-    if not (s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH) or lw.t_proc_flag & TP_HOLDLWP):
+    if not s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH):
         mutex_exit(p.p_lock)
         return
     stop(K, t, p, PR_SUSPENDED, SUSPEND_NORMAL)

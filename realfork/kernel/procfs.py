@@ -19,7 +19,18 @@ from ..sync.condvar import cv_broadcast, cv_signal, cv_wait
 from ..sync.kthread import _cpu
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
 from .proc import Proc
-from .structs import P_PR_LOCK, SEXITING, SEXITLWPS, SIDL, SZOMB
+from .structs import (
+    LWP_STOPPED,
+    P_PR_LOCK,
+    PR_REQUESTED,
+    SEXITING,
+    SEXITLWPS,
+    SIDL,
+    SKILLED,
+    SZOMB,
+    TP_PRSTOP,
+    TS_PSTART,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -49,6 +60,33 @@ def sprunlock(K: Kernel, p: Proc) -> None:
     p.s.p_proc_flag &= ~P_PR_LOCK
     p.s.p_prowner = 0
     mutex_exit(p.p_lock)
+
+
+def pr_setrun(K: Kernel, p: Proc) -> int:
+    """Set running the lwps of ``p`` that /proc stopped, and withdraw stop
+    requests not yet honoured (p_lock held); how many were set running."""
+    from .sig import setrun_locked
+
+    n = 0
+    for t in p.threads():
+        lw = K.lwps[t.slot]
+        lw.t_proc_flag &= ~TP_PRSTOP
+        if lw.t_kstate == LWP_STOPPED and lw.t_whystop == PR_REQUESTED:
+            lw.t_schedflag |= TS_PSTART
+            setrun_locked(K, t)
+            n += 1
+    return n
+
+
+def prunlock(K: Kernel, p: Proc) -> None:
+    """The /proc controller lets go of ``p`` (P_PR_LOCK and p_lock held).
+
+    A SIGKILL that arrived while /proc held the process could not set its
+    stopped lwps running (the process must not change shape under P_PR_LOCK);
+    so it is done here, before the lock goes, and the kill stays sure."""
+    if p.s.p_flag & SKILLED and not p.s.p_flag & SEXITING:
+        pr_setrun(K, p)
+    sprunlock(K, p)
 
 
 def sprlock(K: Kernel, pid: int) -> Proc | None:

@@ -21,12 +21,14 @@ from .signal_defs import NSIG, SIGCHLD, SIGCONT, SIGKILL, SIGPWR, SIGURG, SIGWIN
 from .structs import (
     LWP_ONPROC,
     LWP_STOPPED,
+    P_PR_LOCK,
     PR_REQUESTED,
     PR_SUSPENDED,
     SEXITLWPS,
     SHOLDFORK,
     SHOLDFORK1,
     SHOLDWATCH,
+    SIDL,
     SKILLED,
     SUSPEND_NORMAL,
     SVFWAIT,
@@ -39,6 +41,7 @@ from .structs import (
     TS_CSTART,
     TS_PSTART,
     TS_UNPAUSE,
+    TS_XSTART,
 )
 
 if TYPE_CHECKING:
@@ -216,6 +219,9 @@ def issig(K: Kernel, t: KThread, p: Proc) -> int:
         while True:
             if s.p_flag & SEXITLWPS or lw.t_proc_flag & TP_EXITLWP:
                 return -1
+            if s.p_flag & SKILLED:  # before any stop: SIGKILL is a sure kill
+                lw.lwp_cursig = SIGKILL
+                return SIGKILL
             if (lw.t_proc_flag & TP_HOLDLWP or s.p_flag & (SHOLDFORK1 | SHOLDWATCH)) \
                     and not lw.lwp_nostop:
                 if not stop(K, t, p, PR_SUSPENDED, SUSPEND_NORMAL):
@@ -249,10 +255,36 @@ def sigtoproc(K: Kernel, p: Proc, sig: int) -> None:
     if sig != SIGKILL and ignored & sigbit(sig):
         return  # discarded at once, as illumos does for ignored signals
     s.p_sig |= sigbit(sig)
-    for t in p.threads():
+    threads = p.threads()
+    suspended = 0
+    for t in threads:
         aston(t)
         t.s.t_sig_check = 1
-        setrun_sleeper(K, t)
+        if not setrun_sleeper(K, t) and sig == SIGKILL:
+            _setrun_stopped_for_sigkill(K, t, p)
+        if SUSPENDED(K, t):
+            suspended += 1
+    # The SIGKILL deadlock breaker: when every lwp is hold-stopped (say the
+    # only lwp suspended itself), nobody would ever continue one of them, so
+    # set the first running to field the kill.  Not for an SIDL child, nor
+    # while /proc holds the process (its prunlock sets it running instead).
+    if (sig == SIGKILL and threads and s.p_stat != SIDL and s.p_lwprcnt == 0
+            and s.p_lwpcnt == suspended and not s.p_proc_flag & P_PR_LOCK):
+        s.p_lwprcnt += 1
+        K.lwps[threads[0].slot].t_schedflag |= TS_CSTART
+        setrun_locked(K, threads[0])
+
+
+def _setrun_stopped_for_sigkill(K: Kernel, t: KThread, p: Proc) -> None:
+    """SIGKILL is a sure kill: a stopped lwp gets the job-control and /proc
+    start bits, so one stopped by /proc runs and dies (unless /proc holds the
+    process: it must not change shape under P_PR_LOCK).  An lwp that is
+    hold-stopped still lacks TS_CSTART and stays where it is."""
+    lw = K.lwps[t.slot]
+    if lw.t_kstate == LWP_STOPPED and not p.s.p_proc_flag & P_PR_LOCK:
+        p.s.p_stopsig = 0
+        lw.t_schedflag |= TS_XSTART | TS_PSTART
+        setrun_locked(K, t)
 
 
 def sigdefault(K: Kernel, p: Proc) -> None:

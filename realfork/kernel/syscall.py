@@ -36,13 +36,12 @@ from .lwp import (
 from .pause import pause_gate
 from .pid import prfind, upcount_dec, upcount_inc
 from .proc import Proc
-from .procfs import sprlock, sprunlock
+from .procfs import pr_setrun, prunlock, sprlock
 from .resources import cred_create, crfree
 from .sig import (
     DEFAULT_IGNORE,
     MUSTRETURN,
     issig,
-    setrun_locked,
     sigbit,
     sigtoproc,
 )
@@ -50,19 +49,15 @@ from .signal_defs import NSIG, SIGKILL, SIGSTOP
 from .structs import (
     CLD_EXITED,
     CLD_KILLED,
-    LWP_STOPPED,
     P_PR_FORK,
     P_PR_STOPFORK,
     P_PR_TRACE,
-    PR_REQUESTED,
     SEXITING,
     SKILLED,
     SVFWAIT,
     T_FORKALL,
     T_VFPARENT,
-    TP_PRSTOP,
     TP_TWAIT,
-    TS_PSTART,
 )
 
 if TYPE_CHECKING:
@@ -342,20 +337,9 @@ def sys_kill(K: Kernel, t: KThread, p: Proc, pid: int, sig: int) -> Result:
 
         if q.s.p_stat != SZOMB:
             sigtoproc(K, q, sig)
-            if sig == SIGKILL:
-                _kill_releases_proc_stops(K, q)
         mutex_exit(q.p_lock)
     mutex_exit(K.pidlock)
     return 0, 0, 0
-
-
-def _kill_releases_proc_stops(K: Kernel, q: Proc) -> None:
-    """SIGKILL sets /proc-stopped lwps running so that they can die."""
-    for t in q.threads():
-        lw = K.lwps[t.slot]
-        if lw.t_kstate == LWP_STOPPED and lw.t_whystop == PR_REQUESTED:
-            lw.t_schedflag |= TS_PSTART
-            setrun_locked(K, t)
 
 
 def sys_sigaction(K: Kernel, t: KThread, p: Proc, sig: int, disp: int) -> Result:
@@ -433,7 +417,7 @@ def sys_prlock(K: Kernel, t: KThread, p: Proc, pid: int, ms: int) -> Result:
     mutex_exit(q.p_lock)
     delay(K, ms)
     mutex_enter(q.p_lock)
-    sprunlock(K, q)
+    prunlock(K, q)
     return 0, 0, 0
 
 
@@ -446,20 +430,20 @@ def sys_pragent(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
         return ESRCH, 0, 0
     s = q.s
     if s.p_agenttp or s.p_flag & (SKILLED | SEXITING | SVFWAIT):
-        sprunlock(K, q)
+        prunlock(K, q)
         return EBUSY, 0, 0
     mutex_exit(q.p_lock)
     at = lwp_create(K, q, name="agent")
     mutex_enter(q.p_lock)
     if at is None:
-        sprunlock(K, q)
+        prunlock(K, q)
         return EAGAIN, 0, 0
     alw = K.lwps[at.slot]
     alw.pc = -1  # the agent runs the kernel's agent routine, not user code
     alw.t_proc_flag &= ~0x2
     s.p_agenttp = at.id
     s.p_agent_done = 0
-    sprunlock(K, q)
+    prunlock(K, q)
     start_lwp(K, at)
     mutex_enter(q.p_lock)
     lwp_create_done(K, at, q)
@@ -492,7 +476,7 @@ def _prset(K: Kernel, pid: int, flags: int, on: int) -> int:
         q.s.p_proc_flag |= flags
     else:
         q.s.p_proc_flag &= ~flags
-    sprunlock(K, q)
+    prunlock(K, q)
     return 0
 
 
@@ -509,15 +493,8 @@ def sys_prrun(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
     q = sprlock(K, pid)
     if q is None:
         return ESRCH, 0, 0
-    n = 0
-    for qt in q.threads():
-        lw = K.lwps[qt.slot]
-        lw.t_proc_flag &= ~TP_PRSTOP
-        if lw.t_kstate == LWP_STOPPED and lw.t_whystop == PR_REQUESTED:
-            lw.t_schedflag |= TS_PSTART
-            setrun_locked(K, qt)
-            n += 1
-    sprunlock(K, q)
+    n = pr_setrun(K, q)
+    prunlock(K, q)
     return 0, n, 0
 
 
