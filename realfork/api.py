@@ -185,6 +185,31 @@ class System:
                 pass
         return self.dom.ring.drain()
 
+    def kill(self, pids: list[int] | set[int], sig: int = 9) -> list[int]:
+        """Post ``sig`` (SIGKILL by default) to every user process of ``pids``
+        that is alive, as kill(2) would, during a run started by ``start``
+        (from the same OS thread); the pids it was posted to."""
+        from .kernel.pid import prfind
+
+        K = self.K
+        if self._sched is None or self.dom.panicked:
+            return []
+        sent: list[int] = []
+        try:
+            mutex_enter(K.pidlock)
+            for pid in sorted(pids):
+                p = prfind(K, pid)
+                if p is None or p.s.p_flag & SSYS or p.s.p_stat in (SZOMB, SIDL):
+                    continue  # gone, a system process, or not yet fully made
+                mutex_enter(p.p_lock)
+                sigtoproc(K, p, sig)
+                mutex_exit(p.p_lock)
+                sent.append(pid)
+            mutex_exit(K.pidlock)
+        except KernelPanic:
+            pass  # the caller sees the panic at its next poll
+        return sent
+
     def stop(self) -> RunResult:
         """End the run: SIGKILL every user process still alive, reap them all;
         what the run produced (probes since the last ``poll``)."""

@@ -109,7 +109,7 @@ def add_stress_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
                    help="seconds of stress (default 30)")
     s.add_argument("--ops", type=int, default=0, metavar="N",
-                   help="stop once every stressor has done N bogo ops")
+                   help="stop each stressor once it has done N bogo ops")
     s.add_argument("--check-interval", type=float, default=5.0, metavar="S",
                    help="pause and run the invariant checker every S seconds (0: only at "
                         "the end)")

@@ -49,6 +49,19 @@ def test_ops_budget_stops_the_run() -> None:
     assert all(m["bogo_ops"] >= 50 for m in r.metrics["stressors"].values())
 
 
+def test_ops_budget_stops_each_stressor_when_it_has_done_its_ops() -> None:
+    # Every vfork child execs an image that sleeps 100 ms, so the vfork
+    # stressor needs 1.5 s for its 15 ops; fork does 15 in a few ms and is then
+    # stopped (left running, it would do hundreds meanwhile).
+    cfg = StressConfig(stressors={"fork": 1, "vfork": 1}, timeout=120, ops=15,
+                       check_interval=0, options={"vfork": {"exec_every": 1, "image_ms": 100}})
+    r = run_stress(cfg)
+    ops = {name: m["bogo_ops"] for name, m in r.metrics["stressors"].items()}
+    assert ops["vfork"] >= 15
+    assert 15 <= ops["fork"] < 150, ops
+    assert not r.findings
+
+
 def test_seeded_lock_order_inversion_is_one_deduplicated_finding(tmp_path: Path) -> None:
     # relvm_parent_first: the vfork child's relvm takes its parent's p_lock
     # before its own; lockdep sees the inversion on the first relvm, long

@@ -581,8 +581,9 @@ class Metrics:
 
     # -- the runner's questions -------------------------------------------------------
 
-    def all_reached(self, ops: int) -> bool:
-        return all(self.ops.get(name, 0) >= ops for name in self.instances)
+    def reached(self, ops: int) -> set[str]:
+        """The stressors that have done at least ``ops`` bogo ops."""
+        return {name for name in self.instances if self.ops.get(name, 0) >= ops}
 
     def recent_rate(self) -> float:
         """Bogo ops per second over the last sample's interval."""

@@ -10,8 +10,11 @@ During a run the supervisor thread polls the kernel every ``POLL`` seconds:
   a finding;
 * every ``check_interval`` seconds it pauses the machine at a quiescent point,
   runs the invariant checker and resumes; the checker runs again at the end;
-* it stops at the time limit, or once every stressor has done ``ops`` bogo
-  ops, or at the first finding (unless ``keep_going``).
+* with ``ops``, a stressor that has done that many bogo ops is stopped (its
+  processes are sent SIGKILL, like stress-ng's workers ending at their
+  ``--ops``; a few more ops may land before they die);
+* it stops at the time limit, once every stressor has done its ``ops``, or
+  at the first finding (unless ``keep_going``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ class _Attribution:
     def stressor(self, pid: int) -> str | None:
         i = self.owner.get(pid)
         return None if i is None else self.instances[i][0]
+
+    def pids_of(self, names: set[str]) -> set[int]:
+        """The pids attributed to instances of the stressors ``names``."""
+        return {pid for pid, i in self.owner.items() if self.instances[i][0] in names}
 
 
 class StressRun:
@@ -166,8 +173,12 @@ class StressRun:
                         next_progress = now + PROGRESS_EVERY
                     if now >= deadline or not system.running:
                         break
-                    if cfg.ops and self.metrics.all_reached(cfg.ops):
-                        break
+                    if cfg.ops:
+                        done = self.metrics.reached(cfg.ops)
+                        if len(done) == len(self.metrics.instances):
+                            break
+                        if done:  # new processes of a done stressor die at the next look
+                            system.kill(attr.pids_of(done))
             finally:
                 result = system.stop()
                 self._feed(result.probes, attr)
