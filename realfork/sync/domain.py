@@ -497,6 +497,9 @@ class Substrate:
         try:
             if self.seg.creator:
                 self.g.shutting_down = 1
+                lk = self.chains.chain(PANIC_CHAIN)  # a full barrier: the flag,
+                lk.acquire()  # then the scan for sleepers (see sleepq.sleep)
+                lk.release()
                 self.wake_all_sleepers()
             deadline = time.monotonic() + join_timeout
             for hook in self.on_shutdown:

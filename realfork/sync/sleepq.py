@@ -14,8 +14,9 @@ Protocol (after illumos's turnstiles and sleep queues):
   it unlinks itself and reports ``WAKE_TIMEOUT``; otherwise a waker got there
   first and its post is on the way, so it consumes that post (keeping the
   semaphore at zero) and reports the waker's reason.
-* A panic or a shutdown posts every sleeping thread; they see the flag and
-  unwind with ``KernelPanic``.
+* A panic or a shutdown sets its flag, then posts every sleeping thread;
+  they see the flag and unwind with ``KernelPanic``.  A thread that was not
+  yet TS_SLEEP when the poster looked sees the flag before it waits.
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def sleep(dom: Substrate, t: KThread, lk: object, wchan: int) -> int:
     """
     ts = t.s
     g = dom.g
+    # A panic or shutdown that scanned for sleepers before we were TS_SLEEP
+    # has not posted us: look at the flags once we are (the chain lock's
+    # release orders our TS_SLEEP before this read; the other side orders its
+    # flag before its scan the same way).
+    if g.panicked or g.shutting_down:
+        raise KernelPanic("kernel panicked" if g.panicked else "kernel shut down")
     while True:
         posted = libc.sem_wait_until(t.sem, ts.t_deadline_ns)
         if g.panicked or g.shutting_down:
