@@ -109,6 +109,7 @@ class System:
         self._t0 = 0.0
         self._close_lock = threading.Lock()
         self._final_report: WaitReport | None = None
+        self._final_counters: dict[str, int] = {}
         self._system_threads = self.dom.kthreads.hdr.nused  # pageout, fsflush
 
     @property
@@ -135,6 +136,7 @@ class System:
         runs, then ``stop`` (from the same OS thread)."""
         prog = as_program(program)
         K = self.K
+        self._require_open()
         if self.dom.panicked:
             raise KernelPanic("the kernel has panicked; boot a new one")
         if self._sched is not None:
@@ -174,6 +176,7 @@ class System:
     def poll(self, wait: float) -> list[ProbeEvent]:
         """Sleep up to ``wait`` seconds (less if init exits); the probes fired since."""
         K = self.K
+        self._require_open()
         if self.running:
             # sleep until init's exit broadcasts run_cv (or a while passes)
             try:
@@ -192,6 +195,7 @@ class System:
         from .kernel.pid import prfind
 
         K = self.K
+        self._require_open()
         if self._sched is None or self.dom.panicked:
             return []
         sent: list[int] = []
@@ -214,6 +218,7 @@ class System:
         """End the run: SIGKILL every user process still alive, reap them all;
         what the run produced (probes since the last ``poll``)."""
         K = self.K
+        self._require_open()
         if self._sched is None:
             raise BadInput("no run in progress")
         killed: list[int] = []
@@ -298,6 +303,9 @@ class System:
     # -- state ------------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
+        """The kernel's counters (after ``close``, as they were when it closed)."""
+        if self.dom.closed:
+            return dict(self._final_counters)
         g = self.K.g
         c = {name: int(getattr(g, name)) for name in COUNTERS}
         c["nproc"] = g.nproc
@@ -315,6 +323,7 @@ class System:
         """Run the invariant checker; raises InvariantViolation listing every problem."""
         from .kernel.check import check_kernel
 
+        self._require_open()
         check_kernel(self.K)
 
     def check_running(self, timeout: float = 5.0) -> list[str] | None:
@@ -332,6 +341,12 @@ class System:
     @property
     def closed(self) -> bool:
         return self.dom.closed
+
+    def _require_open(self) -> None:
+        # every handle over the segment dangles once it is unmapped: refuse
+        # rather than let a read of it crash the interpreter
+        if self.dom.closed:
+            raise BadInput(f"kernel {self.name} is closed")
 
     def panic_report(self) -> WaitReport | None:
         """The panic or deadlock report, if the kernel panicked (also after close)."""
@@ -358,6 +373,7 @@ class System:
                 return
             self._final_report = (self.dom.panic_report(wait=30.0) if self.dom.panicked
                                   else None)
+            self._final_counters = self.counters()
             if self._sched is not None:  # closed in the middle of a run
                 if not self.dom.panicked:
                     self.dom.g.shutting_down = 1

@@ -267,6 +267,45 @@ def test_repr_of_kernel_objects_after_shutdown_does_not_touch_the_segment() -> N
     assert repr(lock).endswith("of a closed kernel>")
 
 
+def test_a_closed_system_refuses_use_and_keeps_its_last_counters() -> None:
+    import realfork
+    from realfork.errors import BadInput
+
+    system = realfork.boot(backend="threads")
+    r = system.run("main: fork1\n beq rv, 0, kid\n wait\n exit 0\nkid: exit 0\n")
+    assert r.status == 0
+    counters = system.counters()
+    system.close()
+    assert system.counters() == counters and counters["sysfork"] >= 1
+    for use in (lambda: system.run("main: exit 0\n"), lambda: system.poll(0.01),
+                system.stop, system.check, lambda: system.kill([1])):
+        with pytest.raises(BadInput, match="is closed"):
+            use()
+    assert not system.running and system.panic_report() is None
+
+
+def test_a_run_closed_from_another_thread_leaves_both_threads_usable() -> None:
+    # a watchdog closes the kernel in the middle of a run started here
+    import realfork
+    from realfork.sync.kthread import _cpu
+
+    system = realfork.boot(backend="threads")
+    system.start("main: sleep 60000\n exit 0\n")
+    watchdog_after: list[object] = []
+
+    def watchdog() -> None:
+        system.close()
+        watchdog_after.append(getattr(_cpu, "t", None))
+
+    th = threading.Thread(target=watchdog)
+    th.start()
+    th.join(30)
+    assert not th.is_alive() and watchdog_after == [None]
+    assert system.closed and not system.running
+    with realfork.boot(backend="threads") as again:  # this thread runs a new kernel
+        assert again.run("main: exit 7\n").status == 7
+
+
 def test_close_right_after_boot_stops_every_thread() -> None:
     # The system threads may still be on their way to their first sleep when
     # the shutdown looks for sleepers to wake: they must see the flag anyway

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import KernelPanic
 from ..sync.domain import Substrate
-from ..sync.kthread import KThread, set_curthread
+from ..sync.kthread import KThread, _cpu, set_curthread
 from ..sync.structs import TS_ZOMB
 
 
@@ -90,7 +90,10 @@ class ThreadFactory:
         try:
             yield t
         finally:
-            set_curthread(None)
+            # The block may be left from another OS thread (a watchdog closing
+            # the kernel): only the adopting thread's own record is cleared.
+            if getattr(_cpu, "t", None) is t:
+                set_curthread(None)
             dom.local_threads.discard(t)
             dom.kthread_free(t)
 
