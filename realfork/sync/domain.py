@@ -450,6 +450,7 @@ class Substrate:
     def panic_report(self, wait: float = 0.0) -> _report.WaitReport | None:
         """The report stored by the panic, once it is complete.  ``wait``: how
         long to wait for a panic in progress (in any process) to store it."""
+        self._require_mapped()
         n = self.g.panic_len
         deadline = time.monotonic() + wait
         while not n and self.g.panicked and time.monotonic() < deadline:
@@ -462,6 +463,7 @@ class Substrate:
 
     def lockdep_reports(self) -> list[_lockdep.LockdepReport]:
         """The lock-order inversions recorded so far (any attached process)."""
+        self._require_mapped()
         return _lockdep.reports(self)
 
     @property
@@ -470,7 +472,14 @@ class Substrate:
 
     def report(self) -> _report.WaitReport:
         """A wait-for snapshot of the running kernel."""
+        self._require_mapped()
         return _report.snapshot(self)
+
+    def _require_mapped(self) -> None:
+        # every view of the segment dangles once it is unmapped: refuse rather
+        # than let a read of it crash the interpreter
+        if not self.seg.mapped:
+            raise BadInput(f"kernel {self.name} is closed")
 
     def wake_all_sleepers(self) -> None:
         slots = self.kthreads.slots
