@@ -334,8 +334,7 @@ class System:
         that one waits in ``run``/``poll`` (``realfork.kernel.pause``)."""
         from .kernel.pause import check_running
 
-        if self.dom.closed:
-            raise KernelPanic("the kernel is closed")
+        self._require_open()
         return check_running(self.K, timeout)
 
     @property

@@ -278,7 +278,8 @@ def test_a_closed_system_refuses_use_and_keeps_its_last_counters() -> None:
     system.close()
     assert system.counters() == counters and counters["sysfork"] >= 1
     for use in (lambda: system.run("main: exit 0\n"), lambda: system.poll(0.01),
-                system.stop, system.check, lambda: system.kill([1]), system.dom.report,
+                system.stop, system.check, system.check_running, lambda: system.kill([1]),
+                system.dom.report,
                 system.dom.lockdep_reports, system.dom.panic_report):
         with pytest.raises(BadInput, match="is closed"):
             use()
