@@ -5,6 +5,7 @@ seeded bug, and that the clean kernel finds nothing in the same campaigns.
     python tools/hunt.py [--seeds 10] [--budget 60] [--bugs a,b] \\
         [--backends threads,processes] [--noise off,contest] [--clean-seeds 1] \\
         [--json hunt.json]
+    python tools/hunt.py --from-json hunt.json [more.json ...]
 
 For every catalogued bug (``realfork.kernel.bugs``), backend and noise setting
 (off, and ``contest`` at its default settings), the bug's own stress campaign
@@ -82,6 +83,33 @@ def summarize(runs: list[dict[str, Any]], clean: list[dict[str, Any]]) -> dict[s
     }
 
 
+def merge_saved(paths: list[str]) -> dict[str, Any] | None:
+    """The saved ``--json`` documents as one: each row's runs and clean runs
+    concatenated; None if their budgets differ."""
+    docs = []
+    for path in paths:
+        with open(path) as f:
+            docs.append(json.load(f))
+    if len({d["settings"]["budget"] for d in docs}) != 1:
+        return None
+    doc = docs[0]
+    rows = {(r["bug"], r["backend"], r["noise"]): r for r in doc["rows"]}
+    for other in docs[1:]:
+        for r in other["rows"]:
+            key = (r["bug"], r["backend"], r["noise"])
+            if key in rows:
+                rows[key]["runs"] += r["runs"]
+                rows[key]["clean"] += r["clean"]
+            else:
+                rows[key] = r
+                doc["rows"].append(r)
+        doc["wall_s"] += other["wall_s"]
+    st = doc["settings"]
+    st["seeds"] = max(len(r["runs"]) for r in doc["rows"])
+    st["clean_seeds"] = max(len(r["clean"]) for r in doc["rows"])
+    return doc
+
+
 def table(rows: list[dict[str, Any]], budget: float) -> str:
     head = ("bug", "backend", "noise", "found", "median s", "worst s", "signature",
             "clean")
@@ -127,12 +155,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="clean-kernel runs (whole budget) per bug, backend, noise")
     ap.add_argument("--json", metavar="FILE", help="write every run and summary as JSON")
     ap.add_argument("--quiet", action="store_true", help="no line per run on stderr")
-    ap.add_argument("--from-json", metavar="FILE",
-                    help="print the table of a saved --json file instead of running")
+    ap.add_argument("--from-json", metavar="FILE", nargs="+",
+                    help="print the table of saved --json files instead of running (the "
+                         "runs of several files, say a detection and a clean-kernel run, "
+                         "are merged row by row)")
     args = ap.parse_args(argv)
     if args.from_json:
-        with open(args.from_json) as f:
-            doc = json.load(f)
+        try:
+            doc = merge_saved(args.from_json)
+        except (OSError, ValueError, KeyError) as e:
+            ap.error(f"cannot read the saved runs: {e}")
+        if doc is None:
+            ap.error("the saved runs have different budgets")
         budget = doc["settings"]["budget"]
         for r in doc["rows"]:
             for run in r["runs"]:
@@ -141,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 run["elapsed"] = fs[0]["elapsed"] if run["detected"] else None
             r["summary"] = summarize(r["runs"], r["clean"])
         st = doc["settings"]
-        print(f"realfork hunt ({args.from_json}): {st['seeds']} seeds, budget {budget:g} s, "
+        print(f"realfork hunt ({', '.join(args.from_json)}): {st['seeds']} seeds, "
+              f"budget {budget:g} s, "
               f"backends {st['backends']}, noise {st['noise']}, clean {st['clean_seeds']} "
               f"run(s) each; {doc['wall_s'] / 60:.1f} min on {doc['machine']['cpus']} CPUs")
         print(table(doc["rows"], budget))
