@@ -287,22 +287,26 @@ def test_a_closed_system_refuses_use_and_keeps_its_last_counters() -> None:
 
 
 def test_a_run_closed_from_another_thread_leaves_both_threads_usable() -> None:
-    # a watchdog closes the kernel in the middle of a run started here
+    # A watchdog, itself running as a kernel thread of another kernel, closes
+    # this kernel in the middle of a run started here: leaving the run must
+    # free the run's kernel thread, not clear the watchdog's own.
     import realfork
     from realfork.sync.kthread import _cpu
 
     system = realfork.boot(backend="threads")
     system.start("main: sleep 60000\n exit 0\n")
-    watchdog_after: list[object] = []
+    watchdog_after: list[bool] = []
 
     def watchdog() -> None:
-        system.close()
-        watchdog_after.append(getattr(_cpu, "t", None))
+        with Substrate.boot(maxlwps=4, nsync=8) as other, \
+                ThreadFactory.adopt(other, "watchdog") as me:
+            system.close()
+            watchdog_after.append(getattr(_cpu, "t", None) is me)
 
     th = threading.Thread(target=watchdog)
     th.start()
     th.join(30)
-    assert not th.is_alive() and watchdog_after == [None]
+    assert not th.is_alive() and watchdog_after == [True]
     assert system.closed and not system.running
     with realfork.boot(backend="threads") as again:  # this thread runs a new kernel
         assert again.run("main: exit 7\n").status == 7

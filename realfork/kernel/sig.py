@@ -231,9 +231,7 @@ def issig(K: Kernel, t: KThread, p: Proc) -> int:
                 lw.t_proc_flag &= ~TP_PRSTOP
                 stop(K, t, p, PR_REQUESTED, 0)
                 continue
-            pend = deliverable(K, t, p)
-            if s.p_flag & SKILLED:
-                pend |= sigbit(SIGKILL)
+            pend = deliverable(K, t, p)  # SKILLED returned above: p_lock held since
             if not pend:
                 return 0
             sig = (pend & -pend).bit_length() - 1
