@@ -200,6 +200,33 @@ def test_probe_ring_records_and_counts_drops() -> None:
             other.shutdown()
 
 
+@pytest.mark.timeout(30)
+def test_probe_ring_drains_across_its_end_and_stops_at_an_unpublished_record() -> None:
+    with Substrate.boot(maxlwps=8, nsync=8, probe_capacity=16) as dom:
+        ring = dom.ring
+        for i in range(12):
+            dom.fire("proc:::create", 1, i, 1, i)
+        assert [e.pid for e in ring.drain(limit=5)] == [0, 1, 2, 3, 4]
+        assert [e.pid for e in ring.drain()] == list(range(5, 12))
+        # the next records straddle the ring's end (slots 12..15, then 0..)
+        for i in range(12, 18):
+            dom.fire("proc:::exit", 1, i, 1, i, 0, 0, -i)
+        # a writer that has reserved slot 18 but not yet published it
+        hole = ring.hdr.head
+        ring.hdr.head = hole + 1
+        dom.fire("proc:::lwp-create", 1, 19, 1, 19)
+        events = ring.drain()
+        assert [e.pid for e in events] == list(range(12, 18))  # stops at the hole
+        assert events[-1].args == (17, 0, 0, -17) and events[-1].name == "proc:::exit"
+        assert ring.drain() == [] and ring.pending() == 2
+        rec = ring.recs[hole % ring.capacity]
+        rec.pid, rec.probe = 18, ring.probe_id("proc:::exit")
+        rec.seq = hole + 1  # published at last
+        assert [(e.name, e.pid) for e in ring.drain()] == [("proc:::exit", 18),
+                                                         ("proc:::lwp-create", 19)]
+        assert ring.pending() == 0 and ring.dropped == 0
+
+
 def test_lockstat_probes_switch_on_and_off() -> None:
     with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=30.0) as dom:
         m = dom.new_mutex("p_lock")

@@ -410,8 +410,11 @@ def test_yaml_has_stress_ng_keys() -> None:
 
 @pytest.mark.timeout(120)
 def test_campaign_metrics_agree_with_the_kernel_counters(backend: str) -> None:
+    # a ring that holds the whole run (about 300,000 probes, lockstat on), so that
+    # none is lost however long the supervisor is kept from draining it
     r = run_stress(StressConfig(stressors={"fork": 1, "vfork": 1, "lwp": 1}, timeout=3,
-                                check_interval=0, boot={"backend": backend}))
+                                check_interval=0,
+                                boot={"backend": backend, "probe_capacity": 1 << 21}))
     assert r.findings == []
     m = r.metrics
     c = m["counters"]

@@ -49,6 +49,29 @@ def best_ns_per_op(fn: Callable[[int], None], n: int, trials: int) -> float:
     return best
 
 
+# -- the probe ring -----------------------------------------------------------------
+
+
+def probe_ring_costs(n: int, trials: int) -> dict[str, float]:
+    """ns per record to fire (a kernel thread) and to drain (the one consumer,
+    which has to keep up with every kernel thread at once)."""
+    fire_ns, drain_ns = [], []
+    with Substrate.boot(maxlwps=8, nsync=8, probe_capacity=n) as dom:
+        ring = dom.ring
+        probe = ring.probe_id("lockstat:::adaptive-acquire")
+        for _ in range(trials):
+            t0 = time.perf_counter_ns()
+            for i in range(n):
+                ring.fire(probe, 1, 2, 3, i, 5, 6, 7)
+            t1 = time.perf_counter_ns()
+            got = len(ring.drain())
+            t2 = time.perf_counter_ns()
+            assert got == n and ring.dropped == 0
+            fire_ns.append((t1 - t0) / n)
+            drain_ns.append((t2 - t1) / n)
+    return {"probe_fire_ns": min(fire_ns), "probe_drain_ns": min(drain_ns)}
+
+
 # -- locks --------------------------------------------------------------------------
 
 
@@ -389,6 +412,12 @@ def main() -> int:
     for k, v in ld.items():
         print(f"  {k:32s} {v:8.0f}")
     print(json.dumps({"bench": "lockdep", **{k: round(v, 1) for k, v in ld.items()}}))
+
+    pr = probe_ring_costs(n // 4, trials)
+    print(f"probe ring, ns per record (best of {trials} x {n // 4:,}):")
+    print(f"  fire (a kernel thread)      {pr['probe_fire_ns']:8.0f}")
+    print(f"  drain (the consumer)        {pr['probe_drain_ns']:8.0f}")
+    print(json.dumps({"bench": "probes", **{k: round(v, 1) for k, v in pr.items()}}))
 
     from bench_fork import measure, measure_processes
 
