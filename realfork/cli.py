@@ -137,6 +137,8 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maxup", type=_positive_int, default=None, metavar="N")
     p.add_argument("--ncpus", type=_positive_int, default=None, metavar="N")
     p.add_argument("--deadlock-timeout", type=_positive_float, default=None, metavar="S")
+    p.add_argument("--probe-capacity", type=_positive_int, default=None, metavar="N",
+                   help="records in the probe ring (more if a run reports probes dropped)")
     p.add_argument("--faults", action="append", default=[], metavar="SPEC",
                    help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
@@ -158,7 +160,8 @@ def boot_params(args: argparse.Namespace) -> dict:
 
     params: dict = {"backend": args.backend, "seed": args.seed,
                     "faults": parse_fault_specs(args.faults), "bugs": list(args.bug)}
-    for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout", "lockdep"):
+    for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout", "lockdep",
+              "probe_capacity"):
         v = getattr(args, k)
         if v is not None:
             params[k] = v

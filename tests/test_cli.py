@@ -38,6 +38,7 @@ def test_demo_deadlock_reports_the_cycle_and_exits_1() -> None:
     ["report", "--attach", "../../etc/passwd"],
     ["demo", "--deadlock-timeout", "0"],
     ["demo", "--increments", "many"],
+    ["stress", "--fork", "1", "--timeout", "1", "--probe-capacity", "8"],  # ring too small
     ["frobnicate"],
     [],
 ])

@@ -322,6 +322,8 @@ def test_stressor_times_creations_and_counters_over_two_runs() -> None:
     assert doc["counters"]["syscalls"] == 81 and doc["counters"]["sysfork"] == 4
     assert doc["counters"]["probes_dropped"] == 6 and doc["probes"]["dropped"] == 6
     assert doc["probes"]["events"] == 12
+    text = format_tables(doc)
+    assert "probes: 12 events, 6 dropped" in text and "--probe-capacity" in text
     assert m.reached(2) == {"fork", "lwp"} and m.reached(3) == set()
     # detach takes a last sample of each run: cumulative over the runs
     assert [s["syscalls"] for s in doc["series"]] == [40, 81]
@@ -378,6 +380,7 @@ def test_tables_are_aligned() -> None:
     assert any(ln.startswith("vfork") and "EAGAIN 1" in ln and "2ms" in ln for ln in lines)
     assert any(ln.startswith("pidlock") and "50us" in ln for ln in lines)
     assert "fork failures: 1" in text and "pid_assign" in text
+    assert "--probe-capacity" not in text  # nothing was dropped
     assert M.fmt_ns(999) == "999ns" and M.fmt_ns(12_345) == "12.3us"
     assert M.fmt_ns(250_000_000) == "250ms" and M.fmt_ns(3.2e9) == "3.2s"
 

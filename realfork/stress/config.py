@@ -69,7 +69,7 @@ class StressConfig:
         return out
 
     def kernel_params(self) -> dict[str, Any]:
-        # the ring holds about four seconds of a busy campaign's probes (lockstat on),
+        # the ring holds three to four seconds of a busy campaign's probes (lockstat on),
         # so a supervisor that falls behind for a while loses none
         p = {"deadlock_timeout": 5.0, "nproc": 256, "maxlwps": 1024, "probe_capacity": 1 << 18}
         p.update(self.boot)

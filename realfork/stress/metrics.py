@@ -785,6 +785,9 @@ def format_tables(doc: dict[str, Any]) -> str:
     pr = doc.get("probes")
     if pr is not None:
         out += ["", f"probes: {pr['events']} events, {pr['dropped']} dropped"]
+        if pr["dropped"]:
+            out.append("  the ring was full at times, so the counts above fall short of the "
+                       "kernel's; a larger --probe-capacity keeps every probe")
     series = doc.get("series") or []
     rates = sorted(s["ops_per_s"] for s in series if not s.get("final"))
     if len(rates) >= 2:
