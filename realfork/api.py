@@ -269,10 +269,12 @@ class System:
                 mutex_exit(p.p_lock)
             if not alive:
                 # reap every zombie, init last
-                for p in self._practive():
-                    if p.s.p_stat == SZOMB and p.id != K.g.proc_init:
-                        freeproc(K, p)
                 init = K.g.proc_init
+                procs = self._practive()
+                _unlink_zombies(K, procs)
+                for p in procs:
+                    if p.s.p_stat == SZOMB and p.id != init:
+                        freeproc(K, p)
                 if init and K.proc(init).s.p_stat == SZOMB:
                     freeproc(K, K.proc(init))
                 K.g.proc_init = 0
@@ -390,3 +392,27 @@ class System:
 def boot(**params: Any) -> System:
     """Boot a kernel; see ``realfork.kernel.params.KernelParams`` for the parameters."""
     return System(make_params(**params))
+
+
+def _unlink_zombies(K: Kernel, procs: list[Any]) -> None:
+    """Take every zombie off the two singly linked lists freeproc unlinks it
+    from by walking them, a parent's p_child_ns and a next of kin's p_orphan,
+    in one pass over each list.  Freed one by one at the end of a run, 27,000
+    zombies took ten minutes (each walk passed most of the others), since
+    nothing orders a list the way the reaper goes."""
+    for p in procs:
+        s = p.s
+        for head, link in (("p_child_ns", "p_sibling_ns"), ("p_orphan", "p_nextorph")):
+            keep: list[Any] = []
+            q = getattr(s, head)
+            while q:
+                c = K.proc(q)
+                q = getattr(c.s, link)
+                if c.s.p_stat == SZOMB and c.id != K.g.proc_init:
+                    setattr(c.s, link, 0)
+                else:
+                    keep.append(c)
+            setattr(s, head, keep[0].id if keep else 0)
+            for i, c in enumerate(keep):
+                setattr(c.s, link, keep[i + 1].id if i + 1 < len(keep) else 0)
+

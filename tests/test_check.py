@@ -132,6 +132,36 @@ PROGRAMS: dict[str, tuple[str, int]] = {
     child:
         exit 7
     """, 7),
+    # the end of the run reaps zombies that are on other procs' lists: the
+    # filler's children passed to init (p_child_ns) and to the measurer, the
+    # filler's next of kin (p_orphan), and init never waits for them
+    "zombies_left_to_init": ("""
+        fork1
+        beq rv, 0, measurer
+        wait rv
+        exit st
+    measurer:
+        fork1
+        beq rv, 0, filler
+        wait rv
+        mov r7, 5
+    again:
+        fork1
+        beq rv, 0, child
+        sub r7, 1
+        bne r7, 0, again
+        exit 4
+    filler:
+        mov r7, 40
+    more:
+        fork1
+        beq rv, 0, child
+        sub r7, 1
+        bne r7, 0, more
+        exit 0
+    child:
+        exit 0
+    """, 4),
     "vfork_exit": ("""
         store 0, 11
         vfork
@@ -475,6 +505,8 @@ CORRUPTIONS: dict[str, tuple[Callable[[Kernel], Restore], str, str]] = {
                        "pid 3 (slot 2) is not in the pid table"),
     "sidl_left": (lambda K: setf(proc(K, FSFLUSH), "p_stat", SIDL), "A4", "pid 3 is still SIDL"),
     "pg_members": (lambda K: addf(K.pgrps.slots[0], "pg_members", 1), "A4", "pg_members 4 != 3"),
+    "pgrp_back_link": (lambda K: setf(proc(K, PAGEOUT), "p_ppglink", 0), "A4",
+                       "pid 2 has p_ppglink NULL, expected pid 3"),
     "session_hold": (lambda K: addf(K.sessions.slots[0], "s_ref", 1), "G32", "s_ref 4 != 3"),
     "upcount": (lambda K: addf(upcount_entry(K), "up_count", 1), "A5",
                 "upcount uid 0 zone 1 is 3, but 2 procs"),

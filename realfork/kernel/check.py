@@ -48,8 +48,9 @@ What is checked (the code of each group in brackets):
   slot; no pid table entry is stale (names a free slot or another pid) or
   left inactive; pids are unique; the slot's ``p_lock`` carries the pid.
 * [A4] no proc is SIDL; every proc but p0 is in a process group: on its
-  pgrp's member list exactly once, ``p_pgid == pg_id``, ``pg_members`` right,
-  no empty pgrp left allocated; a child is in its parent's session;
+  pgrp's member list exactly once (``p_ppglink`` linking back),
+  ``p_pgid == pg_id``, ``pg_members`` right, no empty pgrp left allocated;
+  a child is in its parent's session;
   ``p_sid`` is the session's sid; every proc but p0 holds a session
   (``p_sessp``, where the model records it), the one its pgrp is in.  The
   session hold counts are checked as a G32 balance: ``s_ref`` = one per pgrp
@@ -428,7 +429,12 @@ class _Checker:
             members, problem = self.walk(pg.pg_head, "p_pglink")
             if problem:
                 self.bad("A4", f"pgrp {pg.pg_id} member list {problem}")
+            prev = 0  # the proc pointer (slot + 1) p_ppglink should hold
             for slot in members:
+                if P[slot].p_ppglink != prev:
+                    self.bad("A4", f"pgrp {pg.pg_id}: {self.who(slot)} has p_ppglink "
+                                   f"{self.whop(P[slot].p_ppglink)}, expected {self.whop(prev)}")
+                prev = slot + 1
                 member_of.setdefault(slot, []).append(gi)
                 if P[slot].p_pgrp != gi + 1:
                     self.bad("A4", f"{self.who(slot)} is on pgrp {pg.pg_id}'s list but its "

@@ -50,6 +50,9 @@ def pgjoin(K: Kernel, p: Proc, pgrp: int) -> None:
     p.s.p_pgrp = pgrp
     p.s.p_pgid = pg.pg_id
     p.s.p_pglink = pg.pg_head
+    p.s.p_ppglink = NIL
+    if pg.pg_head:
+        K.proc(pg.pg_head).s.p_ppglink = p.id
     pg.pg_head = p.id
     pg.pg_members += 1
 
@@ -59,18 +62,17 @@ def pgexit(K: Kernel, p: Proc) -> None:
     assert MUTEX_HELD(K.pidlock)
     pgrp = p.s.p_pgrp
     pg = K.pgrps.slots[pgrp - 1]
-    prev = NIL
-    cur = pg.pg_head
-    while cur and cur != p.id:
-        prev, cur = cur, K.proc(cur).s.p_pglink
-    if cur:
-        if prev:
-            K.proc(prev).s.p_pglink = p.s.p_pglink
-        else:
-            pg.pg_head = p.s.p_pglink
-        pg.pg_members -= 1
-    p.s.p_pgrp = NIL
-    p.s.p_pglink = NIL
+    s = p.s
+    # the member list is doubly linked, as illumos's is: no walk to unlink
+    if pg.pg_head == p.id:
+        pg.pg_head = s.p_pglink
+    if s.p_ppglink:
+        K.proc(s.p_ppglink).s.p_pglink = s.p_pglink
+    if s.p_pglink:
+        K.proc(s.p_pglink).s.p_ppglink = s.p_ppglink
+    pg.pg_members -= 1
+    s.p_pgrp = NIL
+    s.p_pglink = s.p_ppglink = NIL
     if pg.pg_members == 0:
         sess_rele(K, pg.pg_sess)
         K.pgrps.free(pgrp - 1)

@@ -168,6 +168,7 @@ class proc_t(Slot):
         ("p_next", c_i32),  # practive (pidlock)
         ("p_prev", c_i32),
         ("p_pglink", c_i32),  # next member of the process group
+        ("p_ppglink", c_i32),  # previous member (pgexit unlinks without a walk)
         ("p_tasknext", c_i32),  # task member ring (pidlock + p_lock)
         ("p_taskprev", c_i32),
         ("p_pgrp", c_i32),  # pgrp table slot + 1
