@@ -399,7 +399,8 @@ def _unlink_zombies(K: Kernel, procs: list[Any]) -> None:
     from by walking them, a parent's p_child_ns and a next of kin's p_orphan,
     in one pass over each list.  Freed one by one at the end of a run, 27,000
     zombies took ten minutes (each walk passed most of the others), since
-    nothing orders a list the way the reaper goes."""
+    nothing orders a list the way the reaper goes.  (init, freed last, comes
+    off too: freeproc finds it on no list either way.)"""
     for p in procs:
         s = p.s
         for head, link in (("p_child_ns", "p_sibling_ns"), ("p_orphan", "p_nextorph")):
@@ -408,7 +409,7 @@ def _unlink_zombies(K: Kernel, procs: list[Any]) -> None:
             while q:
                 c = K.proc(q)
                 q = getattr(c.s, link)
-                if c.s.p_stat == SZOMB and c.id != K.g.proc_init:
+                if c.s.p_stat == SZOMB:
                     setattr(c.s, link, 0)
                 else:
                     keep.append(c)
