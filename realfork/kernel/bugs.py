@@ -1,8 +1,8 @@
 """The catalogue of seeded kernel bugs.
 
 Each bug is a small, named switch on the real code path (``K.bug(name)`` at
-the place the mistake would be made), drawn from illumos's bug history (§15
-of the semantics reference) or from classic mistakes.  ``realfork.boot(bugs=
+the place the mistake would be made), drawn from illumos's bug history (see
+docs/seeded-bugs.md) or from classic mistakes.  ``realfork.boot(bugs=
 [...])``, ``--bug NAME`` on ``realfork run`` and ``realfork stress``, and the
 pytest marker's ``bugs=[...]`` switch them on; ``realfork bugs`` lists them.
 

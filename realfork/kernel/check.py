@@ -1,4 +1,4 @@
-"""The kernel invariant checker (§16 of the semantics reference).
+"""The kernel invariant checker (see docs/kernel.md, "Invariants: the checker").
 
 ``violations(K)`` reads every kernel table in the segment and returns one
 message per broken invariant; ``check_kernel(K)`` raises
@@ -159,7 +159,7 @@ observable at a quiescent point:
 * G32's cwd refstr: not modelled.  The open-file table is one counter
   (``fcnt``), so its balance is the sum of ``p_fcnt``.
 * ``tk_hold_count``/``pool_ref``/``ct_ref`` "before the fork" values and
-  the modern nprocs counters (§16 C12 [modern]): not modelled.
+  the modern nprocs counters (docs/kernel.md, "Invariants: the checker"): not modelled.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def user_as_check(K: Kernel, t: KThread) -> None:
 
 
 def forklwp_source_check(K: Kernel, src: KThread) -> None:
-    """forklwp's first assertion (§5.1): the source is the caller, or held
+    """forklwp's first assertion (docs/kernel.md, "forklwp"): the source is the caller, or held
     (SUSPENDED at a hold point, not asleep).  The /proc agent is left out: the
     model lets it be created in a process that is not stopped."""
     from .sig import SUSPENDED

@@ -1,7 +1,7 @@
 """``os/fork.c``: forkall, fork1, vfork, cfork, getproc, fork_fail,
 forklwp, forklwp_fail, newproc, relvm and vfwait.
 
-Step numbers in comments follow §3 of the semantics reference (and
+Step numbers in comments follow docs/kernel.md, "cfork, step by step" (and
 illumos's own order).  Lock order throughout: pidlock -> p_lock; a child's
 p_lock before its parent's (relvm, vfwait); P_PR_LOCK is a sleeping lock
 waited for under p_lock.  Each function returns an errno (0 on success)
@@ -510,7 +510,8 @@ def _free_failed_child(K: Kernel, pp: Proc, cp: Proc) -> None:
 
 
 def _as_dup_failed(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
-    """§7.2, with P_PR_LOCK released before fork_fail (the 6533743 fix)."""
+    """The as_dup failure (docs/kernel.md, "Failure paths"), with P_PR_LOCK released
+    before fork_fail (the 6533743 fix)."""
     if K.bug("fork_fail_under_prlock"):
         fork_fail(K, cp)  # the seed order: file locks taken under P_PR_LOCK
         _free_failed_child(K, p, cp)
@@ -547,7 +548,8 @@ def forklwp_fail(K: Kernel, cp: Proc) -> None:
 
 
 def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: str) -> Result:
-    """§7.3: undo a fork that failed after getproc and the address space."""
+    """Undo a fork that failed after getproc and the address space (docs/kernel.md,
+    "Failure paths": the lwp-error path)."""
     from .vm import as_free
 
     s, cs = p.s, cp.s

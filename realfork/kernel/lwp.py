@@ -1,6 +1,6 @@
 """``os/lwp.c``: creating and ending lwps, and the hold machinery.
 
-Holds (§2 of the semantics): ``holdlwps`` sets SHOLDFORK (forkall) or
+Holds (see docs/kernel.md, "The hold machinery"): ``holdlwps`` sets SHOLDFORK (forkall) or
 SHOLDFORK1 (fork1, vfork), pokes every other lwp and waits on
 ``p_holdlwps`` until ``p_lwprcnt`` (lwps not hold-stopped) falls to zero.
 Poked lwps stop at a hold point (``holdlwp`` on the way back to user mode,

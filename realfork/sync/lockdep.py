@@ -17,7 +17,7 @@ whatever ``nproc`` or ``maxlwps`` are.  An edge that would close a cycle is
 reported and not added, so the graph stays a DAG.
 
 **Declared orders.**  The orders documented for illumos (``DECLARED``,
-from illumos-semantics.md section 14) are seeded as edges marked declared,
+listed in docs/kernel.md, "Lock orders") are seeded as edges marked declared,
 as WITNESS's ``order_lists``: a class's declared edges are added as soon as
 it and the other class are registered, so their reverse is reported the
 first time it is seen, even before the forward order was ever taken.
@@ -87,7 +87,7 @@ PROBE = "lockdep:::inversion"  # (held class, acquired class)
 
 E_DECLARED = 1
 
-# Documented illumos lock orders (illumos-semantics.md section 14), "A before
+# Documented illumos lock orders (see docs/kernel.md, "Lock orders"), "A before
 # B" along each tuple; "name/n" is subclass n.  Every ordered pair of a tuple
 # is declared, so a class missing from this kernel does not break a chain.
 DECLARED: tuple[tuple[str, ...], ...] = (
@@ -104,11 +104,11 @@ DECLARED: tuple[tuple[str, ...], ...] = (
     ("a_lock", "a_contents"),  # 9 vm/as.h
     ("fi_lock", "uf_lock"),  # 10 sys/user.h
     ("sd_lock", "pidlock", "p_splock", "s_lock"),  # 11 sys/session.h
-    ("pidlock", "pidlinklock"),  # 14.2 pid_exit, prfind_zone
-    ("pidlock", "p_lock", "zone_nlwps_lock", "rcs_lock"),  # 14.2 proc_exit, lwp_create
-    ("task_hash_lock", "zone_nlwps_lock"),  # 14.2 task_rele
-    ("p_lock", "p_lock/1"),  # 14.2 relvm, vfwait: the child's p_lock before the parent's
-    ("p_maplock", "a_lock"),  # 14.2 pr_do_mappage
+    ("pidlock", "pidlinklock"),  # implied by pid_exit, prfind_zone
+    ("pidlock", "p_lock", "zone_nlwps_lock", "rcs_lock"),  # implied by proc_exit, lwp_create
+    ("task_hash_lock", "zone_nlwps_lock"),  # implied by task_rele
+    ("p_lock", "p_lock/1"),  # implied by relvm, vfwait: the child's p_lock before the parent's
+    ("p_maplock", "a_lock"),  # implied by pr_do_mappage
 )
 
 # Classes whose unannotated same-class nesting is reported as recursion.
