@@ -319,12 +319,15 @@ def _run(args: argparse.Namespace) -> int:
     import realfork
 
     from .kernel.check import InvariantViolation
+    from .kernel.params import make_params
     from .safeio import check_output_path, write_replacing
 
+    params = boot_params(args)
+    make_params(**params)  # every parameter checked before the program is read
     program = read_program(args.file)
     if args.trace:
         check_output_path(args.trace, "--trace")  # before the run, not after it
-    with realfork.boot(**boot_params(args)) as system:
+    with realfork.boot(**params) as system:
         result = system.run(program, timeout=args.timeout)  # type: ignore[arg-type]
         inversions = [] if system.dom.closed else system.dom.lockdep_reports()
         violation = None

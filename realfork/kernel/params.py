@@ -43,7 +43,7 @@ NOISE_SLEEP_US_MAX = 10_000
 LIMITS: dict[str, tuple[int | float, int | float]] = {
     "nproc": (RESERVED_PROCS + 4, 999_999),  # at most maxpid
     "maxlwps": (8, MAXLWPS_MAX),
-    "maxpid": (2, 999_999),  # illumos MAXPID
+    "maxpid": (RESERVED_PROCS + 4, 999_999),  # illumos MAXPID; at least nproc
     "maxup": (1, 999_999),
     "ncpus": (1, 4096),
     "seed": (WORD_MIN, WORD_MAX),
