@@ -8,10 +8,12 @@ violation); 2 bad usage or bad input (one line on stderr, no traceback);
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BadInput, ResourceError
 from .top.command import add_top_parser, top_command
@@ -23,34 +25,100 @@ EXIT_CLEAN, EXIT_FOUND, EXIT_USAGE, EXIT_RESOURCES = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with realfork's exit status, one short error line and no usage text.
+
+    With ``raise_errors`` (job files), an error raises ``BadInput`` instead of
+    exiting, so the caller can say which line of which file it came from.
+    """
+
+    raise_errors = False
+
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        from .safeio import shorten
+
+        message = " ".join(message.split())  # one line, whatever argparse quoted
+        if self.raise_errors:
+            raise BadInput(shorten(message, 200))
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {shorten(message, 200)}\n")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
+# Bounds of the options that are not boot parameters (those are in
+# realfork.kernel.params.LIMITS): durations in seconds, counts.
+MAX_SECONDS = 7 * 86400  # the longest --timeout, --check-interval, --budget
+MAX_COUNT = 10 ** 9  # the largest count an option takes (--ops, --increments, --times)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return v
+def _shown(text: str) -> str:
+    from .safeio import shorten
+
+    return repr(shorten(text, 40))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="realfork", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _float_in(low: float, high: float, what: str = "a number of seconds",
+              low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high])."""
+    def check(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {_shown(text)}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {_shown(text)}")
+        if v < low or (low_open and v == low) or v > high:
+            side = "more than" if low_open else "at least"
+            raise argparse.ArgumentTypeError(
+                f"must be {what} {side} {low:g} and at most {high:g}, not {_shown(text)}")
+        return v
+
+    check.__name__ = "number"
+    return check
+
+
+def _int_in(low: int, high: int, what: str = "a whole number") -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high]."""
+    def check(text: str) -> int:
+        t = text.strip()
+        if len(t.lstrip("+-").lstrip("0")) > 30 and t.lstrip("+-").isdigit():
+            raise argparse.ArgumentTypeError(
+                f"must be {what} between {low:,} and {high:,}, not a number of "
+                f"{len(t):,} digits")
+        try:
+            v = int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {_shown(text)}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be {what} between {low:,} and {high:,}, not {_shown(text)}")
+        return v
+
+    check.__name__ = "whole number"
+    return check
+
+
+def _limit(name: str, what: str | None = None) -> Callable[[str], Any]:
+    """The argparse type of boot parameter ``name``, with the bounds ``realfork.boot`` checks."""
+    from .kernel.params import LIMITS
+
+    low, high = LIMITS[name]
+    if isinstance(low, float) or isinstance(high, float):
+        return _float_in(float(low), float(high), what or "a number of seconds")
+    return _int_in(int(low), int(high), what or "a whole number")
+
+
+_positive_float = _float_in(0.0, MAX_SECONDS, low_open=True)
+_positive_int = _int_in(1, MAX_COUNT)
+
+
+class _RaisingParser(_Parser):
+    raise_errors = True
+
+
+def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with ``raise_errors``, errors raise ``BadInput``."""
+    cls = _RaisingParser if raise_errors else _Parser
+    p = cls(prog="realfork", description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=cls)
     d = sub.add_parser("demo", help="run the substrate across two OS processes")
     d.add_argument("--deadlock", action="store_true",
                    help="also seed an ABBA deadlock and print its report (exit 1)")
@@ -90,27 +158,31 @@ could not give the resources asked for."""
 
 
 def add_stress_parser(sub: argparse._SubParsersAction) -> None:
-    from .stress.stressors import STRESSORS
+    from .stress.config import MAX_INSTANCES
+    from .stress.stressors import STRESSORS, option_help
 
     s = sub.add_parser("stress", help="run the stress tester", description=STRESS_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     g = s.add_argument_group("stressors (instances of each; default: one of every stressor)")
-    g.add_argument("--all", type=int, default=None, metavar="N",
-                   help="N instances of every stressor")
+    instances = _int_in(0, MAX_INSTANCES, "a number of instances")
+    g.add_argument("--all", type=instances, default=None, metavar="N",
+                   help=f"N instances of every stressor (0..{MAX_INSTANCES})")
     for name, st in STRESSORS.items():
-        g.add_argument(f"--{name}", type=int, default=None, metavar="N",
+        g.add_argument(f"--{name}", type=instances, default=None, metavar="N",
                        help=f"{st.help} (bogo op: {st.op_probe})")
     o = s.add_argument_group("stressor options")
     for name, st in STRESSORS.items():
-        for opt, default in st.options.items():
-            o.add_argument(f"--{name}-{opt.replace('_', '-')}", type=int, default=None,
-                           metavar="N", dest=f"opt__{name}__{opt}",
-                           help=f"(default {default})")
+        for opt in st.options:
+            low, high = st.ranges[opt]
+            o.add_argument(f"--{name}-{opt.replace('_', '-')}", type=_int_in(low, high),
+                           default=None, metavar="N", dest=f"opt__{name}__{opt}",
+                           help=option_help(name, opt))
     s.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
-                   help="seconds of stress (default 30)")
-    s.add_argument("--ops", type=int, default=0, metavar="N",
+                   help=f"seconds of stress (default 30; at most {MAX_SECONDS:,})")
+    s.add_argument("--ops", type=_int_in(0, MAX_COUNT), default=0, metavar="N",
                    help="stop each stressor once it has done N bogo ops")
-    s.add_argument("--check-interval", type=float, default=5.0, metavar="S",
+    s.add_argument("--check-interval", type=_float_in(0.0, MAX_SECONDS), default=5.0,
+                   metavar="S",
                    help="pause and run the invariant checker every S seconds (0: only at "
                         "the end)")
     s.add_argument("--keep-going", action="store_true",
@@ -129,16 +201,31 @@ def add_stress_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_boot_options(p: argparse.ArgumentParser) -> None:
+    from .kernel.params import LIMITS
+
+    def bounds(name: str) -> str:
+        low, high = LIMITS[name]
+        return f"{low:,}..{high:,}" if isinstance(low, int) else f"{low:g}..{high:g}"
+
     p.add_argument("--backend", choices=("threads", "processes"), default="threads")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--maxlwps", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--maxpid", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--maxup", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--ncpus", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--deadlock-timeout", type=_positive_float, default=None, metavar="S")
-    p.add_argument("--probe-capacity", type=_positive_int, default=None, metavar="N",
-                   help="records in the probe ring (more if a run reports probes dropped)")
+    p.add_argument("--seed", type=_limit("seed"), default=0,
+                   help="seed of the run (a signed 64-bit integer)")
+    p.add_argument("--nproc", type=_limit("nproc"), default=None, metavar="N",
+                   help=f"process table slots ({bounds('nproc')})")
+    p.add_argument("--maxlwps", type=_limit("maxlwps"), default=None, metavar="N",
+                   help=f"lwps of all processes together ({bounds('maxlwps')})")
+    p.add_argument("--maxpid", type=_limit("maxpid"), default=None, metavar="N",
+                   help=f"largest pid ({bounds('maxpid')}; at least --nproc)")
+    p.add_argument("--maxup", type=_limit("maxup"), default=None, metavar="N",
+                   help=f"processes per user ({bounds('maxup')})")
+    p.add_argument("--ncpus", type=_limit("ncpus"), default=None, metavar="N",
+                   help=f"CPUs ({bounds('ncpus')})")
+    p.add_argument("--deadlock-timeout", type=_limit("deadlock_timeout"), default=None,
+                   metavar="S", help=f"seconds a wait may last ({bounds('deadlock_timeout')})")
+    p.add_argument("--probe-capacity", type=_limit("probe_capacity"), default=None,
+                   metavar="N",
+                   help=f"records in the probe ring ({bounds('probe_capacity')}; more if a run "
+                        "reports probes dropped)")
     p.add_argument("--faults", action="append", default=[], metavar="SPEC",
                    help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
@@ -147,12 +234,15 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
                    help="the lock-order validator (default warn)")
     p.add_argument("--noise", choices=("off", "contest", "pct"), default=None,
                    help="schedule noise at every lock operation (default off)")
-    p.add_argument("--noise-prob", type=float, default=None, metavar="P",
-                   help="chance that a noise point delays its thread (default 0.05)")
-    p.add_argument("--noise-sleep-us", type=int, default=None, metavar="US",
-                   help="longest noise delay in microseconds (default 200)")
-    p.add_argument("--noise-seed", type=int, default=None, metavar="N",
-                   help="seed of the noise (default: --seed)")
+    p.add_argument("--noise-prob", type=_limit("noise_prob", "a probability"), default=None,
+                   metavar="P",
+                   help="chance that a noise point delays its thread (default 0.05; 0..1)")
+    p.add_argument("--noise-sleep-us", type=_limit("noise_sleep_us"), default=None,
+                   metavar="US",
+                   help=f"longest noise delay in microseconds (default 200; "
+                        f"{bounds('noise_sleep_us')})")
+    p.add_argument("--noise-seed", type=_limit("noise_seed"), default=None, metavar="N",
+                   help=f"seed of the noise (default: --seed; {bounds('noise_seed')})")
 
 
 def boot_params(args: argparse.Namespace) -> dict:
@@ -200,24 +290,25 @@ def boot_options(p: KernelParams) -> str:
 
 
 def read_program(path: str) -> object:
+    from .safeio import read_bounded, shorten
     from .user.codec import from_msgpack
-    from .user.parser import parse
+    from .user.parser import MAX_TEXT_BYTES, parse
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror}") from None
+    data = read_bounded(path, MAX_TEXT_BYTES, "program")
+    shown = shorten(path)
     if data[:1] and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):  # a msgpack map
-        return from_msgpack(data)
+        try:
+            return from_msgpack(data)
+        except BadInput as e:
+            raise BadInput(f"{shown}: {e}") from None
     try:
         text = data.decode()
     except UnicodeDecodeError:
-        raise BadInput(f"{path} is neither program text nor msgpack") from None
+        raise BadInput(f"{shown} is neither program text nor msgpack") from None
     try:
         return parse(text)
     except BadInput as e:
-        raise BadInput(f"{path}: {e}") from None
+        raise BadInput(f"{shown}: {e}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -228,9 +319,15 @@ def _run(args: argparse.Namespace) -> int:
     import realfork
 
     from .kernel.check import InvariantViolation
+    from .kernel.params import make_params
+    from .safeio import check_output_path, write_replacing
 
+    params = boot_params(args)
+    make_params(**params)  # every parameter checked before the program is read
     program = read_program(args.file)
-    with realfork.boot(**boot_params(args)) as system:
+    if args.trace:
+        check_output_path(args.trace, "--trace")  # before the run, not after it
+    with realfork.boot(**params) as system:
         result = system.run(program, timeout=args.timeout)  # type: ignore[arg-type]
         inversions = [] if system.dom.closed else system.dom.lockdep_reports()
         violation = None
@@ -240,8 +337,8 @@ def _run(args: argparse.Namespace) -> int:
             except InvariantViolation as e:
                 violation = e
     if args.trace:
-        with open(args.trace, "wb") as f:
-            f.write(msgpack.packb([e.to_dict() for e in result.probes]))
+        write_replacing(args.trace, msgpack.packb([e.to_dict() for e in result.probes]),
+                        "--trace")
     found = result.report is not None or violation is not None or bool(inversions)
     if args.json:
         doc = result.to_dict()
@@ -302,8 +399,19 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through every shutdown() on the way out
 
 
+def _one_line(e: Exception) -> str:
+    """An error's message as one line of bounded length (each echoed token is
+    already cut where it is quoted; this is the last guard)."""
+    from .safeio import shorten
+
+    return shorten(" ".join(str(e).split()), 400)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # bad usage (one line already printed), or --help
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "demo":
@@ -335,10 +443,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return bugs_command(args)
     except BadInput as e:
-        print(f"realfork: error: {e}", file=sys.stderr)
+        print(f"realfork: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except ResourceError as e:
-        print(f"realfork: error: {e}", file=sys.stderr)
+        print(f"realfork: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_RESOURCES
     except KeyboardInterrupt:
         print("realfork: interrupted", file=sys.stderr)

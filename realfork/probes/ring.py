@@ -26,6 +26,14 @@ NARGS = 4
 MAXPROBES = 256
 RING_CHAIN = 1  # chain lock index serialising reservation and registration
 
+# Records a ring may hold.  The header keeps the capacity in a 32-bit field, and
+# 4,194,304 records (64 bytes each, 268 MB of /dev/shm) hold well over a minute
+# of the busiest stress campaign's probes; the kernel's own parameters
+# (realfork.kernel.params) and the substrate's (validate_params) both take
+# their bounds from here.
+MIN_CAPACITY = 1
+MAX_CAPACITY = 1 << 22
+
 
 class probe_rec_t(ctypes.Structure):
     _fields_ = [

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 
 from ..errors import BadInput
+from ..safeio import check_output_path, shorten, write_replacing
 from .config import StressConfig, read_job_file
 from .runner import StressResult, StressRun
 from .stressors import STRESSORS
@@ -39,15 +42,75 @@ def config_from_args(args: argparse.Namespace) -> StressConfig:
     return StressConfig(**kw)
 
 
+def apply_job_file(args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """``args`` with the options of ``args.job`` under those of the command line.
+
+    Each line is checked on its own, as the command line checks the same
+    option (so an error names its line): its key must be a stress option
+    spelt out in full, and its value must pass that option's check.
+    """
+    from ..cli import build_parser
+
+    shown = shorten(args.job)
+    checker = build_parser(raise_errors=True)
+    stress = checker._subparsers._group_actions[0].choices["stress"]  # type: ignore[union-attr]
+    known = stress._option_string_actions
+    words: list[str] = []
+    for n, line in read_job_file(args.job):
+        key = line[0]
+        where = f"job file {shown}, line {n}"
+        if key not in known or key in ("-h", "--help", "--job"):
+            raise BadInput(f"{where}: unknown setting {shorten(repr(key.lstrip('-')), 60)}")
+        try:
+            checker.parse_args(["stress", *line])
+        except BadInput as e:
+            raise BadInput(f"{where}: {e}") from None
+        words += line
+    rest = list(sys.argv[1:] if argv is None else argv)
+    i = rest.index("stress")
+    return build_parser().parse_args(rest[:i + 1] + words + rest[i + 1:])
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any kernel boots, outputs that could not be written at the end."""
+    for path, what in ((args.json, "--json"), (args.yaml, "--yaml"), (args.report, "--report")):
+        if path is not None:
+            check_output_path(path, what)
+    if args.findings is not None:
+        _check_findings_parent(args.findings)
+
+
+def _check_findings_parent(path: str) -> None:
+    """The findings directory's place must exist (the store makes the directory itself)."""
+    shown = shorten(path)
+    if not path or "\0" in path:
+        raise BadInput(f"--findings {shown!r}: not a directory name")
+    absolute = os.path.abspath(path)
+    for root in ("/proc", "/sys", "/dev"):
+        if absolute == root or absolute.startswith(root + "/"):
+            raise BadInput(f"--findings {shown}: refusing to write under {root}")
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as e:
+        raise BadInput(f"--findings {shown}: {e.strerror}") from None
+    if st is not None:
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            raise BadInput(f"--findings {shown} exists and is not a directory")
+        return  # the store checks who owns it and who may write it
+    parent = os.path.dirname(absolute) or "/"
+    if not os.path.isdir(parent):
+        raise BadInput(f"--findings {shown}: directory {shorten(parent)} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"--findings {shown}: directory {shorten(parent)} is not writable")
+
+
 def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.job:
-        from ..cli import build_parser
-
-        words = read_job_file(args.job)
-        rest = list(sys.argv[1:] if argv is None else argv)
-        i = rest.index("stress")
-        args = build_parser().parse_args(rest[:i + 1] + words + rest[i + 1:])
+        args = apply_job_file(args, argv)
     cfg = config_from_args(args)
+    check_outputs(args)
     progress = None
     if not args.quiet:
         tty = sys.stderr.isatty()
@@ -81,14 +144,10 @@ def write_outputs(result: StressResult, args: argparse.Namespace) -> None:
     from .metrics import to_yaml
 
     doc = result_document(result)
-    for path, text in ((args.json, lambda: json.dumps(doc, indent=2)),
-                       (args.yaml, lambda: to_yaml(doc))):
-        if path:
-            try:
-                with open(path, "w") as f:
-                    f.write(text() + "\n")
-            except OSError as e:
-                raise BadInput(f"cannot write {path}: {e.strerror}") from None
+    if args.json:
+        write_replacing(args.json, json.dumps(doc, indent=2) + "\n", "--json")
+    if args.yaml:
+        write_replacing(args.yaml, to_yaml(doc) + "\n", "--yaml")
 
 
 def result_document(result: StressResult) -> dict:

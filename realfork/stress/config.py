@@ -15,17 +15,23 @@ comment), for repeatable campaigns:
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BadInput
 from ..kernel.params import make_params
+from ..safeio import read_bounded, shorten
 from .stressors import ORDER, check_options
 
 DEFAULT_STRESSORS = {"fork": 1, "forkall": 1, "vfork": 1, "exec": 1, "lwp": 1, "signal": 1,
                      "proc": 1, "bomb": 1, "mix": 1}
 DEFAULT_TIMEOUT = 30.0
+MAX_INSTANCES = 64  # of one stressor
+MAX_TIMEOUT = 7 * 86400.0  # seconds; also the longest check interval
+MAX_OPS = 10 ** 9
+MAX_JOB_BYTES = 1 << 20  # a job file is a few lines
 
 
 @dataclass
@@ -43,22 +49,58 @@ class StressConfig:
         self.validate()
 
     def validate(self) -> None:
+        if not isinstance(self.stressors, dict) or not isinstance(self.options, dict) \
+                or not isinstance(self.boot, dict):
+            raise BadInput("stressors, options and boot must be maps")
         if not self.stressors or not any(self.stressors.values()):
             raise BadInput("no stressor to run (give at least one instance)")
         for name, n in self.stressors.items():
             if name not in ORDER:
-                raise BadInput(f"unknown stressor {name!r} (known: {', '.join(ORDER)})")
-            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 64:
-                raise BadInput(f"{name} instances must be a whole number in 0..64, not {n!r}")
+                raise BadInput(f"unknown stressor {shorten(repr(name))} "
+                               f"(known: {', '.join(ORDER)})")
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_INSTANCES:
+                raise BadInput(f"{name} instances must be a whole number in "
+                               f"0..{MAX_INSTANCES}, not {shorten(repr(n))}")
         for name, opts in self.options.items():
             check_options(name, opts)
-        if not 0 < self.timeout <= 7 * 86400:
-            raise BadInput(f"timeout must be a positive number of seconds, not {self.timeout!r}")
-        if self.ops < 0:
-            raise BadInput(f"ops must be >= 0, not {self.ops}")
-        if self.check_interval < 0:
-            raise BadInput("check interval must be >= 0")
-        make_params(**self.kernel_params())
+        if not _finite(self.timeout) or not 0 < self.timeout <= MAX_TIMEOUT:
+            raise BadInput(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], "
+                           f"not {shorten(repr(self.timeout))}")
+        if isinstance(self.ops, bool) or not isinstance(self.ops, int) \
+                or not 0 <= self.ops <= MAX_OPS:
+            raise BadInput(f"ops must be a whole number in 0..{MAX_OPS:,}, "
+                           f"not {shorten(repr(self.ops))}")
+        if not _finite(self.check_interval) or not 0 <= self.check_interval <= MAX_TIMEOUT:
+            raise BadInput(f"check interval must be a number of seconds in 0..{MAX_TIMEOUT:g}, "
+                           f"not {shorten(repr(self.check_interval))}")
+        if not isinstance(self.keep_going, bool):
+            raise BadInput("keep_going must be true or false, "
+                           f"not {shorten(repr(self.keep_going))}")
+        params = make_params(**self.kernel_params())
+        hold = self.options.get("proc", {}).get("hold_ms", 0)
+        if self.stressors.get("proc") and hold * 4 > params.deadlock_timeout * 1000:
+            raise BadInput(f"--proc-hold-ms {hold} is more than a quarter of the deadlock "
+                           f"timeout ({params.deadlock_timeout:g} s): its waiters would be "
+                           "reported as hung")
+        self._check_program()
+
+    def _check_program(self) -> None:
+        """Refuse, before any kernel boots, an init program too large to run."""
+        from ..kernel.structs import PROGRAM_BYTES
+        from ..user.codec import to_msgpack
+        from ..user.parser import parse
+        from ..user.program import ProgramError
+        from .stressors import compose
+
+        too_big = ("the stressors' init program is too large for the kernel ({}); "
+                   "give fewer instances or smaller options")
+        try:
+            program = parse(compose(self.instances(), self.seed))
+        except ProgramError as e:
+            raise BadInput(too_big.format(e.message)) from None
+        size = len(to_msgpack(program))
+        if size > PROGRAM_BYTES:
+            raise BadInput(too_big.format(f"{size:,} bytes, at most {PROGRAM_BYTES:,}"))
 
     def instances(self) -> list[tuple[str, dict[str, int]]]:
         """Every instance, in stressor order."""
@@ -104,25 +146,29 @@ class StressConfig:
         return cls(**d)
 
 
-def read_job_file(path: str) -> list[str]:
-    """The options of a job file as command-line words (``--name value``)."""
+def _finite(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def read_job_file(path: str) -> list[tuple[int, list[str]]]:
+    """The options of a job file, line by line: (line number, ``--name value...``)."""
+    shown = shorten(path)
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise BadInput(f"cannot read job file {path}: {e.strerror}") from None
+        data = read_bounded(path, MAX_JOB_BYTES, "")
+    except BadInput as e:
+        raise BadInput(f"cannot read job file:{e}") from None
+    try:
+        lines = data.decode().splitlines()
     except UnicodeDecodeError:
-        raise BadInput(f"job file {path} is not text") from None
-    words: list[str] = []
+        raise BadInput(f"job file {shown} is not text") from None
+    out: list[tuple[int, list[str]]] = []
     for n, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
         try:
-            parts = shlex.split(line)
+            parts = shlex.split(line, comments=True)
         except ValueError as e:
-            raise BadInput(f"{path}:{n}: {e}") from None
+            raise BadInput(f"job file {shown}, line {n}: {e}") from None
+        if not parts:
+            continue
         name = parts[0]
-        words.append(name if name.startswith("-") else "--" + name)
-        words += parts[1:]
-    return words
+        out.append((n, [name if name.startswith("-") else "--" + name, *parts[1:]]))
+    return out

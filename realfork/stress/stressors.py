@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import BadInput
 from ..kernel.syscall import SYSNUM as _SYS
@@ -48,6 +48,7 @@ class Stressor:
     op_probe: str  # the probe that counts one bogo op
     op_kinds: tuple[int, ...] = ()  # proc:::create kinds, or syscall numbers
     also_op: str = ""  # another probe that counts as a bogo op, whatever its arguments
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # option -> (low, high)
 
     def is_op(self, name: str, args: tuple[int, ...]) -> bool:
         """Is probe ``name`` with ``args``, fired for one of this stressor's
@@ -61,6 +62,16 @@ class Stressor:
         if name == "syscall:::return" and self.op_kinds:
             return args[0] in self.op_kinds
         return True
+
+
+def _stressor(name: str, help: str, opts: dict[str, tuple[int, int, int]],
+              build: Callable[[str, dict[str, int], random.Random], list[str]],
+              op_probe: str, op_kinds: tuple[int, ...] = (), also_op: str = "") -> Stressor:
+    """A stressor whose options are given as ``option: (default, low, high)``."""
+    for opt, (default, low, high) in opts.items():
+        assert low <= default <= high, (name, opt)
+    return Stressor(name, help, {k: v[0] for k, v in opts.items()}, build, op_probe, op_kinds,
+                    also_op, {k: (v[1], v[2]) for k, v in opts.items()})
 
 
 def _retry_fork(P: str, call: str, child: str) -> list[str]:
@@ -316,32 +327,45 @@ def relabel(prog: Program, prefix: str) -> Program:
     return Program(code, {prefix + k: v for k, v in prog.labels.items()}, prog.entry)
 
 
+# Every option's range is chosen so that one instance stays a small program
+# (a few thousand instructions at most: the whole init program must fit the
+# kernel's 1 MiB and 65,536 instructions) and so that nothing it waits for lasts
+# long next to a run's --timeout: a delay at most 1 s (1,000 ms), a spin at most
+# 1,000,000 steps (a few tenths of a second, and an AST interrupts it), lwps per
+# process at most 64 (each is an OS thread; the stress kernel has 1,024).
+_MS = 1000  # longest delay of any option, in milliseconds
+_SPIN = 1_000_000  # longest spin, in steps
+
 STRESSORS: dict[str, Stressor] = {s.name: s for s in (
-    Stressor("fork", "fork1, exit and wait", {}, _fork, "proc:::create",
-             (FORK_KINDS["fork1"],)),
-    Stressor("forkall", "forkall from a process whose other lwps sleep or compute",
-             {"lwps": 3, "sleepers": 2, "fail_ms": 1}, _forkall, "proc:::create",
-             (FORK_KINDS["forkall"],)),
-    Stressor("vfork", "vfork, then the child execs or exits",
-             {"exec_every": 2, "image_ms": 0, "child_spin": 0, "sibling_ms": 0, "suspender": 0},
-             _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
-    Stressor("exec", "fork1 children that exec a chain of images", {"chain": 2}, _exec,
-             "proc:::exec"),
-    Stressor("lwp", "lwp_create, lwp_suspend, lwp_continue, lwp exit and lwp_wait",
-             {"spin": 200}, _lwp, "proc:::lwp-create"),
-    Stressor("signal", "SIGUSR1 and SIGKILL at random victims, which are replaced",
-             {"victims": 3, "kill_percent": 20}, _signal, "syscall:::return",
-             (_SYS["kill"],)),
-    Stressor("proc", "a /proc controller: P_PR_LOCK and agent-lwp forks on forking victims",
-             {"victims": 2, "hold_ms": 2}, _proc, "syscall:::return",
-             (_SYS["prlock"], _SYS["pragent"])),
-    Stressor("probe", "looks up the pids other forks are about to assign (kill PID, 0)",
-             {"tries": 200}, _probe, "syscall:::return", (_SYS["kill"],)),
-    Stressor("bomb", "forks until EAGAIN, then reaps them all",
-             {"uid": 1000, "child_ms": 50}, _bomb, "proc:::create", (FORK_KINDS["fork1"],),
-             also_op="proc:::fork-fail"),
-    Stressor("mix", "generated programs mixing every system call",
-             {"procs": 4, "lwps": 3, "length": 30}, _mix, "syscall:::return"),
+    _stressor("fork", "fork1, exit and wait", {}, _fork, "proc:::create",
+              (FORK_KINDS["fork1"],)),
+    _stressor("forkall", "forkall from a process whose other lwps sleep or compute",
+              {"lwps": (3, 0, 64), "sleepers": (2, 0, 64), "fail_ms": (1, 0, _MS)},
+              _forkall, "proc:::create", (FORK_KINDS["forkall"],)),
+    _stressor("vfork", "vfork, then the child execs or exits",
+              {"exec_every": (2, 0, 1000), "image_ms": (0, 0, _MS), "child_spin": (0, 0, _SPIN),
+               "sibling_ms": (0, 0, _MS), "suspender": (0, 0, 1)},
+              _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
+    _stressor("exec", "fork1 children that exec a chain of images", {"chain": (2, 1, 1000)},
+              _exec, "proc:::exec"),
+    _stressor("lwp", "lwp_create, lwp_suspend, lwp_continue, lwp exit and lwp_wait",
+              {"spin": (200, 0, _SPIN)}, _lwp, "proc:::lwp-create"),
+    _stressor("signal", "SIGUSR1 and SIGKILL at random victims, which are replaced",
+              {"victims": (3, 1, 6), "kill_percent": (20, 0, 100)}, _signal, "syscall:::return",
+              (_SYS["kill"],)),
+    # hold_ms: P_PR_LOCK is held that long while victims wait for it; it must
+    # also stay under a quarter of the deadlock timeout (checked by StressConfig)
+    _stressor("proc", "a /proc controller: P_PR_LOCK and agent-lwp forks on forking victims",
+              {"victims": (2, 1, 6), "hold_ms": (2, 0, _MS)}, _proc, "syscall:::return",
+              (_SYS["prlock"], _SYS["pragent"])),
+    _stressor("probe", "looks up the pids other forks are about to assign (kill PID, 0)",
+              {"tries": (200, 0, 100_000)}, _probe, "syscall:::return", (_SYS["kill"],)),
+    _stressor("bomb", "forks until EAGAIN, then reaps them all",
+              {"uid": (1000, 0, 2_147_483_646), "child_ms": (50, 0, _MS)}, _bomb,
+              "proc:::create", (FORK_KINDS["fork1"],), also_op="proc:::fork-fail"),
+    _stressor("mix", "generated programs mixing every system call",
+              {"procs": (4, 1, 32), "lwps": (3, 1, 16), "length": (30, 1, 1000)}, _mix,
+              "syscall:::return"),
 )}
 
 ORDER = tuple(STRESSORS)
@@ -349,28 +373,36 @@ ORDER = tuple(STRESSORS)
 
 def check_options(name: str, options: dict[str, int]) -> dict[str, int]:
     """The options of stressor ``name``, defaults filled in; BadInput names a bad one."""
+    from ..safeio import shorten
+
     if name not in STRESSORS:
-        raise BadInput(f"unknown stressor {name!r} (known: {', '.join(ORDER)})")
+        raise BadInput(f"unknown stressor {shorten(repr(name))} (known: {', '.join(ORDER)})")
     st = STRESSORS[name]
+    if not isinstance(options, dict):
+        raise BadInput(f"options of stressor {name} must be a map, not {shorten(repr(options))}")
     out = dict(st.options)
     for k, v in options.items():
         if k not in st.options:
             known = ", ".join(st.options) or "none"
-            raise BadInput(f"stressor {name} has no option {k!r} (options: {known})")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise BadInput(f"stressor option {name}-{k} must be a whole number >= 0, not {v!r}")
+            raise BadInput(f"stressor {name} has no option {shorten(repr(k))} (options: {known})")
+        low, high = st.ranges[k]
+        flag = f"--{name}-{k.replace('_', '-')}"
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise BadInput(f"{flag} must be a whole number, not {shorten(repr(v))}")
+        if not low <= v <= high:
+            shown = f"{v}" if abs(v) < 10 ** 30 else f"an integer of {len(str(abs(v))):,} digits"
+            raise BadInput(f"{flag} must be between {low:,} and {high:,}, not {shown}")
         out[k] = v
     if name == "forkall" and out["sleepers"] > out["lwps"]:
-        raise BadInput("forkall-sleepers must not exceed forkall-lwps")
-    if name in ("signal", "proc") and not 1 <= out["victims"] <= 6:
-        raise BadInput(f"{name}-victims must be between 1 and 6")
-    if name == "signal" and out["kill_percent"] > 100:
-        raise BadInput("signal-kill_percent must be at most 100")
-    if name == "exec" and out["chain"] < 1:
-        raise BadInput("exec-chain must be at least 1")
-    if name == "mix" and (out["procs"] < 1 or out["length"] < 1 or out["lwps"] < 1):
-        raise BadInput("mix-procs, mix-lwps and mix-length must be at least 1")
+        raise BadInput("--forkall-sleepers must not exceed --forkall-lwps")
     return out
+
+
+def option_help(name: str, opt: str) -> str:
+    """The --help text of stressor option ``opt``: its default and range."""
+    st = STRESSORS[name]
+    low, high = st.ranges[opt]
+    return f"(default {st.options[opt]}; {low:,}..{high:,})"
 
 
 def instance_prefix(index: int) -> str:

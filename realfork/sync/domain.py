@@ -74,29 +74,40 @@ CREATED_HERE: list[str] = []
 
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Complete ``params`` with defaults; BadInput for impossible values."""
+    import math
+
+    from ..kernel.params import check_noise  # the bounds the command line uses too
+    from ..probes.ring import MAX_CAPACITY, MIN_CAPACITY
+    from ..safeio import shorten
+
     out = dict(DEFAULTS)
     for k, v in params.items():
         if k not in DEFAULTS:
-            raise BadInput(f"unknown substrate parameter {k!r}")
+            raise BadInput(f"unknown substrate parameter {shorten(repr(k))}")
         out[k] = v
-    for k in ("maxlwps", "nsync", "probe_capacity"):
+    for k, low, high in (("maxlwps", 1, MAX_SLOTS), ("nsync", 1, MAX_SLOTS),
+                         ("probe_capacity", MIN_CAPACITY, MAX_CAPACITY)):
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, int):
-            raise BadInput(f"{k} must be a whole number, not {v!r}")
-        if v < 1:
-            raise BadInput(f"{k} must be at least 1, not {v}")
-        if v > MAX_SLOTS:
-            raise ResourceError(f"{k}={v:,} is more than realfork can lay out "
-                                f"(at most {MAX_SLOTS:,})")
-    if out["lockdep"] not in _lockdep.MODES:
+            raise BadInput(f"{k} must be a whole number, not {shorten(repr(v))}")
+        if v < low:
+            raise BadInput(f"{k} must be at least {low}, not {v}")
+        if v > high:
+            raise ResourceError(f"{k} is more than realfork can lay out (at most {high:,})")
+    if not isinstance(out["lockdep"], str) or out["lockdep"] not in _lockdep.MODES:
         raise BadInput(f"lockdep must be one of {', '.join(_lockdep.MODES)}, "
-                       f"not {out['lockdep']!r}")
+                       f"not {shorten(repr(out['lockdep']))}")
     dt = out["deadlock_timeout"]
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-        raise BadInput(f"deadlock_timeout must be a positive number of seconds, not {dt!r}")
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0 \
+            or not math.isfinite(dt):
+        raise BadInput(f"deadlock_timeout must be a positive number of seconds, "
+                       f"not {shorten(repr(dt))}")
     if dt > 86400:
         raise BadInput(f"deadlock_timeout of {dt} s is more than a day")
+    if not isinstance(out["noise"], dict | _noise.NoiseConfig | None):
+        raise BadInput("noise must be a dict of settings, e.g. {'mode': 'contest'}")
     out["noise"] = _noise.make_config(out["noise"]).to_dict()
+    check_noise(out["noise"])
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import msgpack
 
+from realfork.safeio import shorten
 from realfork.user.isa import INSTRUCTIONS, Disposition, OperandKind, arity
 from realfork.user.program import (
     MAX_INSTRUCTIONS,
@@ -41,7 +42,14 @@ _FIELDS = ("v", "code", "labels", "entry")
 
 
 def _error(message: str) -> ProgramError:
-    return ProgramError(f"msgpack program: {message}")
+    # messages quote names from the input (cut by _q); the data model's own
+    # messages, passed on, may quote a whole string: cut the line as well
+    return ProgramError(shorten(f"msgpack program: {message}", 300))
+
+
+def _q(value: object) -> str:
+    """``repr`` of a decoded value, cut for a one-line message."""
+    return shorten(repr(value), 60)
 
 
 def _kind(value: object) -> str:
@@ -122,10 +130,10 @@ def _decode(doc: object) -> Program:
         raise _error(f"unknown version {version}; expected {VERSION}")
     for key in doc:
         if key not in _FIELDS:
-            raise _error(f"unknown field {key!r}; expected only {', '.join(_FIELDS)}")
+            raise _error(f"unknown field {_q(key)}; expected only {', '.join(_FIELDS)}")
     for key in _FIELDS:
         if key not in doc:
-            raise _error(f"missing field {key!r}")
+            raise _error(f"missing field {_q(key)}")
 
     code, labels, entry = doc["code"], doc["labels"], doc["entry"]
     if not isinstance(code, list):
@@ -140,7 +148,7 @@ def _decode(doc: object) -> Program:
         if not isinstance(name, str):
             raise _error(f"label name is {_kind(name)}; expected a string")
         if not _is_int(index):
-            raise _error(f"label {name!r} is {_kind(index)}; expected an integer")
+            raise _error(f"label {_q(name)} is {_kind(index)}; expected an integer")
 
     seen: dict[tuple[OperandKind, int | str], Operand] = {}
     instrs = tuple(_decode_instr(i, item, seen) for i, item in enumerate(code))
@@ -160,10 +168,10 @@ def _decode_instr(
     if not isinstance(op, str):
         raise _error(f"instruction {i}: name is {_kind(op)}; expected a string")
     if op not in INSTRUCTIONS:
-        raise _error(f"instruction {i}: unknown instruction {op!r}")
+        raise _error(f"instruction {i}: unknown instruction {_q(op)}")
     fewest, most = arity(op)
     if not fewest <= len(raw) <= most:
-        raise _error(f"instruction {i}: {op!r} has {len(raw)} operand(s); it {takes(op)}")
+        raise _error(f"instruction {i}: {_q(op)} has {len(raw)} operand(s); it {takes(op)}")
     args: list[Operand] = []
     for n, (kind, value) in enumerate(zip(INSTRUCTIONS[op], raw, strict=False), 1):
         cacheable = type(value) is int or type(value) is str  # not bool or float
@@ -173,7 +181,7 @@ def _decode_instr(
         try:
             arg = _decode_operand(kind, value)
         except ProgramError as e:
-            raise _error(f"instruction {i} ({op!r}) operand {n}: {e.message}") from None
+            raise _error(f"instruction {i} ({_q(op)}) operand {n}: {e.message}") from None
         if cacheable:
             seen[kind, value] = arg
         args.append(arg)
@@ -197,5 +205,5 @@ def _decode_operand(kind: OperandKind, raw: object) -> Operand:
         return Disposition(raw)
     except ValueError:
         raise ProgramError(
-            f"unknown disposition {raw!r}; expected default, ignore or catch"
+            f"unknown disposition {_q(raw)}; expected default, ignore or catch"
         ) from None

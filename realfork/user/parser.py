@@ -6,9 +6,11 @@ Grammar, one line at a time (``;`` or ``#`` starts a comment)::
     operand := register | integer | errno name | signal name | label | keyword
 
 Integers are decimal or ``0x`` hexadecimal, optionally negative, and must fit
-a signed 64-bit word.  Execution starts at ``main:`` if defined, else at the
-first instruction.  Every error is a ``ProgramError`` with the 1-based line
-and column of the offending token.
+a signed 64-bit word (the machine's registers, ``isa.IMM_MIN..IMM_MAX``).
+Execution starts at ``main:`` if defined, else at the first instruction.
+Every error is a ``ProgramError`` (a ``BadInput``) with the 1-based line and
+column of the offending token; a token echoed in a message is cut to a few
+dozen characters.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ from realfork.user.program import (
 
 _NAME, _INT, _COMMA, _COLON = "name", "int", ",", ":"
 
+MAX_TEXT_BYTES = 8 << 20
+"""Largest program text accepted (65,536 instructions of 128 characters)."""
+
+# Digits of the widest literal that can fit a 64-bit word once leading zeros
+# are dropped: 19 decimal (9223372036854775808), 16 hexadecimal.  A longer
+# literal is out of range without being converted, so a 100,000-digit one
+# costs nothing (and never meets Python's int() digit limit).
+_MAX_DIGITS = {10: 19, 16: 16}
+
 _TOKEN_RE = re.compile(r"[,:]|[^\s,:]+")
 _INT_RE = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
 _NAME_CHAR_RE = re.compile(r"[A-Za-z0-9_.]")
@@ -73,7 +84,12 @@ class _Tok(NamedTuple):
     col: int  # 1-based
 
     def shown(self) -> str:
-        return repr(self.text)
+        return _q(self.text)
+
+
+def _q(text: str) -> str:
+    """``repr`` of a token, cut to a length fit for a one-line message."""
+    return repr(text) if len(text) <= 40 else repr(text[:30]) + f"... ({len(text):,} chars)"
 
 
 def _tokens(text: str, line: int) -> list[_Tok]:
@@ -90,7 +106,7 @@ def _tokens(text: str, line: int) -> list[_Tok]:
         elif word[0] in "0123456789-+":
             if not _INT_RE.fullmatch(word):
                 raise ProgramError(
-                    f"bad integer {word!r}; expected a decimal or 0x hexadecimal integer",
+                    f"bad integer {_q(word)}; expected a decimal or 0x hexadecimal integer",
                     line,
                     col,
                 )
@@ -148,12 +164,12 @@ class _Parser:
         if op not in INSTRUCTIONS:
             if op.lower() in INSTRUCTIONS:
                 raise ProgramError(
-                    f"unknown instruction {op!r}; expected {op.lower()!r} "
+                    f"unknown instruction {_q(op)}; expected {_q(op.lower())} "
                     "(instruction names are lowercase)",
                     n,
                     t.col,
                 )
-            raise ProgramError(f"unknown instruction {op!r}", n, t.col)
+            raise ProgramError(f"unknown instruction {_q(op)}", n, t.col)
         if len(self.code) == MAX_INSTRUCTIONS:
             raise ProgramError(
                 f"instruction {MAX_INSTRUCTIONS + 1} is one too many; "
@@ -170,7 +186,7 @@ class _Parser:
         if name in self.labels:
             first = self.where[name][0]
             raise ProgramError(
-                f"duplicate label {name!r} (first defined on line {first})", n, t.col
+                f"duplicate label {_q(name)} (first defined on line {first})", n, t.col
             )
         try:
             check_label_name(name)
@@ -224,13 +240,13 @@ class _Parser:
             value = _integer(t.text)
             if kind not in (OperandKind.VALUE, OperandKind.SIGNAL):
                 raise ProgramError(
-                    f"integer {t.text!r} where {_NOUN[kind]} is needed; expected {want}",
+                    f"integer {_q(t.text)} where {_NOUN[kind]} is needed; expected {want}",
                     n,
                     t.col,
                 )
-            if not IMM_MIN <= value <= IMM_MAX:
+            if value is None or not IMM_MIN <= value <= IMM_MAX:
                 raise ProgramError(
-                    f"integer {t.text!r} out of range; expected {IMM_MIN}..{IMM_MAX}",
+                    f"integer {_q(t.text)} out of range; expected {IMM_MIN}..{IMM_MAX}",
                     n,
                     t.col,
                 )
@@ -241,24 +257,24 @@ class _Parser:
                 return Disposition(name)
             except ValueError:
                 raise ProgramError(
-                    f"unknown disposition {name!r}; expected {want}", n, t.col
+                    f"unknown disposition {_q(name)}; expected {want}", n, t.col
                 ) from None
         if REGISTER_LIKE_RE.fullmatch(name) and name not in REG_INDEX:
-            raise ProgramError(f"unknown register {name!r}; expected {REG_WORDS}", n, t.col)
+            raise ProgramError(f"unknown register {_q(name)}; expected {REG_WORDS}", n, t.col)
         if kind == OperandKind.LABEL:
             if name in self.label_names:
                 return LabelRef(name)
             what = _what(name, self.label_names)
             if what == "name":
-                raise ProgramError(f"undefined label {name!r}", n, t.col)
+                raise ProgramError(f"undefined label {_q(name)}", n, t.col)
             raise ProgramError(
-                f"{what} {name!r} where a label is needed; expected {want}", n, t.col
+                f"{what} {_q(name)} where a label is needed; expected {want}", n, t.col
             )
         if name in REG_INDEX:
             return Reg(name)
         if kind == OperandKind.DEST:
             raise ProgramError(
-                f"{_what(name, self.label_names)} {name!r} where a register is needed; "
+                f"{_what(name, self.label_names)} {_q(name)} where a register is needed; "
                 f"expected {want}",
                 n,
                 t.col,
@@ -269,9 +285,9 @@ class _Parser:
             return Imm(ERRNO[name])
         what = _what(name, self.label_names)
         if what == "name":
-            raise ProgramError(f"unknown name {name!r}; expected {want}", n, t.col)
+            raise ProgramError(f"unknown name {_q(name)}; expected {want}", n, t.col)
         raise ProgramError(
-            f"{what} {name!r} where {_NOUN[kind]} is needed; expected {want}", n, t.col
+            f"{what} {_q(name)} where {_NOUN[kind]} is needed; expected {want}", n, t.col
         )
 
     def finish(self) -> Program:
@@ -292,10 +308,15 @@ def _too_many(op: str, t: _Tok, n: int) -> ProgramError:
     return ProgramError(f"{found}; expected end of line ({op!r} {takes(op)})", n, t.col)
 
 
-def _integer(text: str) -> int:
-    """Value of an integer token (leading zeros are decimal, not octal)."""
+def _integer(text: str) -> int | None:
+    """Value of an integer token (leading zeros are decimal, not octal); None
+    when it has too many digits to fit a 64-bit word."""
     body = text.removeprefix("-")
-    value = int(body, 16) if body[:2] in ("0x", "0X") else int(body, 10)
+    base = 16 if body[:2] in ("0x", "0X") else 10
+    digits = (body[2:] if base == 16 else body).lstrip("0")
+    if len(digits) > _MAX_DIGITS[base]:
+        return None
+    value = int(digits or "0", base)
     return -value if text.startswith("-") else value
 
 
@@ -316,6 +337,9 @@ def parse(text: str) -> Program:
     """Parse the text form of a program; raise ``ProgramError`` if it is bad."""
     if not isinstance(text, str):
         raise ProgramError(f"program text is {type(text).__name__}; expected str")
+    if len(text) > MAX_TEXT_BYTES:
+        raise ProgramError(f"program text is {len(text):,} characters; "
+                           f"expected at most {MAX_TEXT_BYTES:,}")
     lines: list[list[_Tok] | ProgramError] = []
     for n, line in enumerate(text.split("\n"), 1):
         try:
