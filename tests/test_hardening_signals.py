@@ -324,6 +324,34 @@ def test_stress_campaign_sigint_inside_the_supervisors_pidlock_section(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_report_made_while_the_run_unwinds_is_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A panic whose report the end of the run collects (here: made just
+    before the supervisor's loop unwinds with KeyboardInterrupt) is a
+    finding, not thrown away with the unwinding."""
+    from realfork.stress import runner
+    from realfork.stress.config import StressConfig
+    from realfork.stress.metrics import Metrics
+
+    real_tick = Metrics.tick
+    calls: list[int] = []
+
+    def tick(self: Metrics, system: Any) -> None:
+        real_tick(self, system)
+        calls.append(1)
+        if len(calls) == 5:
+            system.panic("processes [2] would not die", kind="hang")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Metrics, "tick", tick)
+    cfg = StressConfig(stressors={"fork": 1}, timeout=120, check_interval=0,
+                       boot={"backend": "threads"})
+    res = runner.StressRun(cfg, str(tmp_path / "findings")).run()
+    assert res.interrupted
+    assert [f.kind for f in res.findings] == ["hang"], res.findings
+    assert "would not die" in res.findings[0].report
+
+
 def _sig_ignored(pid: int) -> set[int]:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

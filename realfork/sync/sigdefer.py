@@ -48,7 +48,6 @@ class Deferral:
         self.replay = replay
         self.received: list[int] = []
         self.saved: dict[int, _Handler] = {}
-        self.depth = 0
 
     @property
     def signum(self) -> int:
@@ -81,12 +80,7 @@ def deferred(replay: bool = True) -> Iterator[Deferral]:
     can raise in this thread) and its record stays empty."""
     global _active
     if _active is not None:
-        d = _active
-        d.depth += 1
-        try:
-            yield d
-        finally:
-            d.depth -= 1
+        yield _active
         return
     d = Deferral(replay)
     if not _in_main_thread():
