@@ -14,6 +14,12 @@ Three kinds of OS process share the segment:
   time.  A host's threads are one dispatcher (its main thread, which starts
   lwp threads when the kernel posts them) plus one thread per lwp.  Hosts
   die with the fork server (``PR_SET_PDEATHSIG``).
+
+Neither the fork server nor a host acts on SIGINT or SIGTERM (both ignore
+them, and hosts inherit that): a signal could otherwise interrupt their main
+thread inside a host-table or kernel operation.  The supervisor decides how
+the kernel ends (``realfork.sync.sigdefer``); they stop when it closes the
+kernel, or when it dies (end-of-file on its pipe).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ..errors import KernelPanic
 from ..shm import libc
 from ..shm.segment import remove_name, segment_path
 from ..shm.turnstile import ChainLocks
+from ..sync import sigdefer
 from ..sync.kthread import KThread
 from .backend import LwpBody, _run_lwp
 from .hosts import H_ASSIGNED, H_DEAD, H_IDLE, H_STARTING, HostTable
@@ -106,22 +113,28 @@ class ProcessesMachine:
         K = self.K
         self.hosts.format(WANT_IDLE)
         rfd, wfd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the fork server
-            code = 0
-            try:
-                os.close(wfd)
-                forkserver_main(K, self, rfd)
-            except BaseException:  # pragma: no cover - reported, then gone
-                traceback.print_exc()
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(rfd)
-        self._wfd = wfd
-        self.forkserver_pid = pid
-        self.hosts.pool.forkserver_pid = pid
-        K.dom.on_shutdown.append(self.close)
+        # SIGINT and SIGTERM stay pending across the fork: the child ignores
+        # them before it could run our handlers (a terminal's ^C reaches the
+        # whole process group; the supervisor alone decides how the kernel
+        # stops), and we record the child before a handler can raise here.
+        with sigdefer.blocked():
+            pid = os.fork()
+            if pid == 0:  # the fork server
+                code = 0
+                try:
+                    sigdefer.ignore_stop_signals()  # its hosts inherit that
+                    os.close(wfd)
+                    forkserver_main(K, self, rfd)
+                except BaseException:  # pragma: no cover - reported, then gone
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(rfd)
+            self._wfd = wfd
+            self.forkserver_pid = pid
+            self.hosts.pool.forkserver_pid = pid
+            K.dom.on_shutdown.append(self.close)
 
     def close(self) -> None:
         """Orderly end: the fork server sees the pipe close, lets the hosts

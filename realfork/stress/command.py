@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import stat
 import sys
 
@@ -136,7 +137,9 @@ def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
                            f"realfork stress: {cfg.describe()}")
     print(format_result(result))
     if result.interrupted:
-        return 130
+        # as a shell reports a command ended by the signal: 130 for SIGINT
+        # (also a KeyboardInterrupt of unknown origin), 143 for SIGTERM
+        return 128 + (result.signal or signal.SIGINT)
     return EXIT_FOUND if result.findings else EXIT_CLEAN
 
 
@@ -171,4 +174,8 @@ def format_result(result: StressResult) -> str:
                          f"at {f.elapsed:.1f} s)")
     else:
         lines.append("findings: none")
+    if result.interrupted:
+        how = signal.Signals(result.signal).name if result.signal else "an interrupt"
+        lines.append(f"interrupted by {how} after {result.elapsed:.1f} s "
+                     f"(runs: {result.runs}; the kernel was stopped, checked and closed)")
     return "\n".join(lines)

@@ -15,6 +15,15 @@ During a run the supervisor thread polls the kernel every ``POLL`` seconds:
   ``--ops``; a few more ops may land before they die);
 * it stops at the time limit, once every stressor has done its ``ops``, or
   at the first finding (unless ``keep_going``).
+
+SIGINT and SIGTERM never interrupt the supervisor inside a kernel operation
+(``realfork.sync.sigdefer``): for the whole campaign they only record
+themselves, and the supervisor looks at that record between two kernel
+operations, then ends the run as at the time limit (the processes killed and
+reaped, the final check, the kernel closed).  Whatever is found on the way
+out, a report written by a panic during the shutdown included, is recorded
+before anything can unwind past it.  ``StressResult.signal`` says which
+signal ended the campaign.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any
 from ..api import System, boot
 from ..errors import KernelPanic
 from ..kernel.check import InvariantViolation
-from ..sync import lockstat
+from ..sync import lockstat, sigdefer
 from ..user.parser import parse
 from .config import StressConfig
 from .findings import Finding, FindingStore, from_lockdep, from_violations, from_wait_report
@@ -52,6 +61,7 @@ class StressResult:
     interrupted: bool = False
     kernels: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)  # the kernels' counters, summed
+    signal: int = 0  # the signal that interrupted the campaign (0: none, or unknown)
 
 
 class _Attribution:
@@ -102,6 +112,7 @@ class StressRun:
         self.kernels: list[str] = []
         self.counters: Counter[str] = Counter()
         self.system: System | None = None  # the kernel of the current run
+        self._signals: sigdefer.Deferral | None = None  # SIGINT/SIGTERM seen (run)
 
     # -- the campaign -----------------------------------------------------------------
 
@@ -111,26 +122,36 @@ class StressRun:
         deadline = t0 + cfg.timeout
         interrupted = False
         seed = cfg.seed
-        try:
-            while True:
-                found = self._one_run(seed, t0, deadline)
-                if not found or not cfg.keep_going or time.monotonic() >= deadline:
-                    break
-                seed += 1  # a fresh kernel with the next seed
-        except KeyboardInterrupt:
-            interrupted = True
+        # The campaign handles SIGINT/SIGTERM itself (no replay at the end).
+        with sigdefer.deferred(replay=False) as sig:
+            self._signals = sig
+            try:
+                while not sig.signum:
+                    found = self._one_run(seed, t0, deadline)
+                    if not found or not cfg.keep_going or time.monotonic() >= deadline:
+                        break
+                    seed += 1  # a fresh kernel with the next seed
+            except KeyboardInterrupt:
+                # raised by code that runs outside the deferral (a campaign
+                # driven from another thread than the main one)
+                interrupted = True
+            signum = sig.signum
         elapsed = time.monotonic() - t0
         doc = self.metrics.finish(elapsed)
         return StressResult(cfg, doc, list(self.store), elapsed, self.runs, self.checks,
-                            self.checks_skipped, interrupted, self.kernels,
-                            dict(self.counters))
+                            self.checks_skipped, interrupted or bool(signum), self.kernels,
+                            dict(self.counters), signal=signum)
+
+    def stop_requested(self) -> int:
+        """The signal that asked the campaign to stop, or 0."""
+        sig = self._signals
+        return sig.signum if sig is not None else 0
 
     def _one_run(self, seed: int, t0: float, deadline: float) -> bool:
         cfg = self.cfg
         params = cfg.kernel_params()
         params["seed"] = seed
         program = parse(compose(self.instances, seed))
-        found = False
         self.runs += 1
         with boot(**params) as system:
             self.system = system
@@ -140,62 +161,85 @@ class StressRun:
             g.sysprobes = 1
             lockstat.enable(system.dom)
             self.metrics.attach(system)
-            seen_lockdep = 0
             system.start(program)
-            next_check = time.monotonic() + (cfg.check_interval or float("inf"))
-            next_progress = time.monotonic() + PROGRESS_EVERY
+            found = False
             try:
-                while True:
-                    events = system.poll(POLL)
-                    self._feed(events, attr)
-                    self.metrics.tick(system)  # chains of blocked threads; the series
-                    now = time.monotonic()
-                    if system.dom.panicked:
-                        rep = system.dom.panic_report(wait=30.0)
-                        if rep is not None:
-                            kind, sig = from_wait_report(rep)
-                            found |= self._found(kind, sig, str(rep), seed, system, now - t0)
-                        break
-                    reps = system.dom.lockdep_reports()
-                    for rep in reps[seen_lockdep:]:
-                        kind, sig = from_lockdep(rep)
-                        found |= self._found(kind, sig, rep.text, seed, system, now - t0)
-                    seen_lockdep = len(reps)
-                    if found:  # stop this run; keep_going boots a fresh kernel
-                        break
-                    if now >= next_check:
-                        found |= self._check_running(system, seed, now - t0)
-                        next_check = time.monotonic() + cfg.check_interval
-                        if found:
-                            break
-                    if now >= next_progress:
-                        self._progress(now - t0, deadline - now)
-                        next_progress = now + PROGRESS_EVERY
-                    if now >= deadline or not system.running:
-                        break
-                    if cfg.ops:
-                        done = self.metrics.reached(cfg.ops)
-                        if len(done) == len(self.metrics.instances):
-                            break
-                        if done:  # new processes of a done stressor die at the next look
-                            system.kill(attr.pids_of(done))
+                found = self._watch(system, attr, seed, t0, deadline)
             finally:
-                result = system.stop()
-                self._feed(result.probes, attr)
-                self.counters.update(result.counters)
-                self.metrics.detach(system)
-            if result.report is not None and not found:
-                kind, sig = from_wait_report(result.report)
-                found |= self._found(kind, sig, str(result.report), seed, system,
-                                     time.monotonic() - t0)
-            if not system.dom.panicked:
-                try:
-                    system.check()  # the final check, everything reaped
-                except InvariantViolation as e:
-                    kind, sig = from_violations(e.violations)
-                    found |= self._found(kind, sig, str(e), seed, system, time.monotonic() - t0)
+                # Also on the way out of an exception: what the end of the run
+                # finds (a panic while killing and reaping, an invariant
+                # violation) goes into the store before anything unwinds.
+                found |= self._end(system, attr, seed, t0, found)
             self.system = None
         return found
+
+    def _watch(self, system: System, attr: _Attribution, seed: int, t0: float,
+               deadline: float) -> bool:
+        """Poll the running kernel until the run should end; was a finding made?"""
+        cfg = self.cfg
+        found = False
+        seen_lockdep = 0
+        next_check = time.monotonic() + (cfg.check_interval or float("inf"))
+        next_progress = time.monotonic() + PROGRESS_EVERY
+        while True:
+            events = system.poll(POLL)
+            self._feed(events, attr)
+            self.metrics.tick(system)  # chains of blocked threads; the series
+            now = time.monotonic()
+            if system.dom.panicked:
+                rep = system.dom.panic_report(wait=30.0)
+                if rep is not None:
+                    kind, sig = from_wait_report(rep)
+                    found |= self._found(kind, sig, str(rep), seed, system, now - t0)
+                return found
+            reps = system.dom.lockdep_reports()
+            for rep in reps[seen_lockdep:]:
+                kind, sig = from_lockdep(rep)
+                found |= self._found(kind, sig, rep.text, seed, system, now - t0)
+            seen_lockdep = len(reps)
+            if found:  # stop this run; keep_going boots a fresh kernel
+                return found
+            if self.stop_requested():  # a safe point: no kernel operation under way
+                return found
+            if now >= next_check:
+                found |= self._check_running(system, seed, now - t0)
+                next_check = time.monotonic() + cfg.check_interval
+                if found:
+                    return found
+            if now >= next_progress:
+                self._progress(now - t0, deadline - now)
+                next_progress = now + PROGRESS_EVERY
+            if now >= deadline or not system.running:
+                return found
+            if cfg.ops:
+                done = self.metrics.reached(cfg.ops)
+                if len(done) == len(self.metrics.instances):
+                    return found
+                if done:  # new processes of a done stressor die at the next look
+                    system.kill(attr.pids_of(done))
+
+    def _end(self, system: System, attr: _Attribution, seed: int, t0: float,
+             found: bool) -> bool:
+        """End the run (kill, reap), record what that finds, run the final
+        check; was a (further) finding made?"""
+        new = False
+        try:
+            result = system.stop()
+            self._feed(result.probes, attr)
+            self.counters.update(result.counters)
+        finally:
+            self.metrics.detach(system)
+        if result.report is not None and not found:
+            kind, sig = from_wait_report(result.report)
+            new |= self._found(kind, sig, str(result.report), seed, system,
+                               time.monotonic() - t0)
+        if not system.dom.panicked:
+            try:
+                system.check()  # the final check, everything reaped
+            except InvariantViolation as e:
+                kind, sig = from_violations(e.violations)
+                new |= self._found(kind, sig, str(e), seed, system, time.monotonic() - t0)
+        return new
 
     # -- pieces ------------------------------------------------------------------------
 
