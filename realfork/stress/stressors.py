@@ -335,6 +335,10 @@ def relabel(prog: Program, prefix: str) -> Program:
 # process at most 64 (each is an OS thread; the stress kernel has 1,024).
 _MS = 1000  # longest delay of any option, in milliseconds
 _SPIN = 1_000_000  # longest spin, in steps
+# A new image's sleep is the exception: a long-lived exec'd child is how a lost
+# vfork wake-up shows (its parent waits as long as the image runs), and the
+# end-of-run SIGKILL interrupts the sleep, so --timeout still holds.
+_IMAGE_MS = 60_000
 
 STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     _stressor("fork", "fork1, exit and wait", {}, _fork, "proc:::create",
@@ -343,7 +347,7 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
               {"lwps": (3, 0, 64), "sleepers": (2, 0, 64), "fail_ms": (1, 0, _MS)},
               _forkall, "proc:::create", (FORK_KINDS["forkall"],)),
     _stressor("vfork", "vfork, then the child execs or exits",
-              {"exec_every": (2, 0, 1000), "image_ms": (0, 0, _MS), "child_spin": (0, 0, _SPIN),
+              {"exec_every": (2, 0, 1000), "image_ms": (0, 0, _IMAGE_MS), "child_spin": (0, 0, _SPIN),
                "sibling_ms": (0, 0, _MS), "suspender": (0, 0, 1)},
               _vfork, "proc:::create", (FORK_KINDS["vfork"],)),
     _stressor("exec", "fork1 children that exec a chain of images", {"chain": (2, 1, 1000)},
