@@ -124,6 +124,15 @@ def test_a_findings_path_under_a_file_is_refused_before_the_run(tmp_path: Path) 
     assert r.stdout == ""
 
 
+def test_a_findings_path_with_a_newline_is_still_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "a\nb" / "findings"
+    assert main(["stress", "--vfork", "1", "--timeout", "60", "--quiet",
+                 "--findings", str(bad)]) == 2
+    assert "parent directory does not exist" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "a\nb").exists()
+
+
 def test_the_store_checks_its_root_when_built(tmp_path: Path, victim: Path) -> None:
     (tmp_path / "findings").symlink_to(victim)
     with pytest.raises(BadInput, match="symbolic link"):

@@ -46,7 +46,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,14 @@ def _file(d: str | os.PathLike[str], name: str) -> str:
     return f"{_shown(d)}/{name}"
 
 
+def _one_line_errors(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, its BadInput made one line (a path may hold a newline)."""
+    try:
+        return fn(*args)
+    except BadInput as e:
+        raise BadInput(one_line(str(e))) from None
+
+
 def check_root(root: str | os.PathLike[str]) -> None:
     """Refuse, before a campaign, a findings root that ``FindingStore`` would not
     write to: a link, a non-directory, another user's directory, one writable by
@@ -187,7 +195,7 @@ def check_root(root: str | os.PathLike[str]) -> None:
     if not p or "\0" in p:
         raise BadInput(f"findings directory {_shown(p)!r}: not a usable name")
     if os.path.lexists(p):
-        private_dir(p, "findings directory")  # exists: only checked
+        _one_line_errors(private_dir, p, "findings directory")  # exists: only checked
         return
     parent = os.path.dirname(os.path.abspath(p))
     try:
@@ -255,10 +263,10 @@ class FindingStore:
 
     def _private(self, f: Finding) -> Path:
         assert self.root is not None
-        private_dir(self.root, "findings directory")
+        _one_line_errors(private_dir, self.root, "findings directory")
         d = self.directory(f)
         if d != self.root:
-            private_dir(d, "finding directory")
+            _one_line_errors(private_dir, d, "finding directory")
         _check_entries(d)
         return d
 
@@ -269,9 +277,9 @@ class FindingStore:
             self.earlier[f.signature] = _earlier_meta(d, f.signature)
         for name, data in ((REPORT, (f.report + "\n").encode()), (PROGRAM, f.program)):
             if not os.path.lexists(d / name):
-                create_new(d / name, data)
+                _one_line_errors(create_new, d / name, data)
             elif not saved:  # left by a save that stopped before finding.json
-                write_replacing(d / name, data, f"finding {name}")
+                _one_line_errors(write_replacing, d / name, data, f"finding {name}")
         self._write_meta(f)
         return d
 
@@ -287,7 +295,8 @@ class FindingStore:
             meta = f.to_dict()
             meta.pop("report")
             meta["saved"] = now
-        write_replacing(d / META, json.dumps(meta, indent=2) + "\n", "finding")
+        _one_line_errors(write_replacing, d / META, json.dumps(meta, indent=2) + "\n",
+                         "finding")
 
 
 def _earlier_meta(d: Path, signature: str) -> dict[str, Any]:
