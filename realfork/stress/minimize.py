@@ -49,6 +49,8 @@ import dataclasses
 import json
 import os
 import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,8 +58,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..safeio import create_new, shorten
 from .config import StressConfig
-from .findings import Finding, FindingStore, load_finding
+from .findings import Finding, FindingStore, load_finding, one_line
 from .replay import Attempt, composed_program, replay_config, run_attempt
 from .stressors import STRESSORS, check_options
 
@@ -365,25 +368,90 @@ class _OneDirStore(FindingStore):
         return self.root
 
 
+_VIRTUAL = ("/proc", "/sys", "/dev")
+
+
 def _check_output(out: Path) -> None:
-    if out.exists() and not (out.is_dir() and ((out / "finding.json").exists()
-                                               or not any(out.iterdir()))):
-        raise BadInput(f"{out} exists and is not a finding directory: not replacing it")
+    """Refuse, before any work, an output directory minimize could not write or
+    must not replace: under /proc, /sys or /dev; in a directory that is missing,
+    not a directory or not writable; a link; a file; a directory of another
+    user's or writable by others; one that holds something but no finding."""
+    p = os.fspath(out)
+    shown = one_line(shorten(p))
+    if not p or "\0" in p:
+        raise BadInput(f"output {shown!r}: not a usable directory name")
+    absolute = os.path.abspath(p)
+    for root in _VIRTUAL:
+        if absolute == root or absolute.startswith(root + "/"):
+            raise BadInput(f"output {shown}: refusing to write under {root}")
+    parent = os.path.dirname(absolute) or "/"
+    try:
+        pst = os.stat(parent)
+    except OSError:
+        raise BadInput(f"output {shown}: directory {one_line(shorten(parent))} does not "
+                       "exist") from None
+    if not stat.S_ISDIR(pst.st_mode):
+        raise BadInput(f"output {shown}: {one_line(shorten(parent))} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"output {shown}: directory {one_line(shorten(parent))} is not "
+                       "writable")
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise BadInput(f"output {shown}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise BadInput(f"output {shown} is a symbolic link; refusing to replace what it "
+                       "points to")
+    if not stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{shown} exists and is not a finding directory: not replacing it")
+    if st.st_uid != os.geteuid():
+        raise BadInput(f"output {shown} belongs to another user (uid {st.st_uid}); "
+                       "not replacing it")
+    if st.st_mode & 0o022:
+        raise BadInput(f"output {shown} is writable by other users "
+                       f"(mode {stat.S_IMODE(st.st_mode):o}); not replacing it")
+    try:
+        entries = os.listdir(p)
+    except OSError as e:
+        raise BadInput(f"output {shown}: {e.strerror}") from None
+    if entries and "finding.json" not in entries:
+        raise BadInput(f"{shown} exists and is not a finding directory: not replacing it")
 
 
 def _write(out: Path, f: Finding, summary: dict[str, Any]) -> None:
-    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write the result to a fresh private directory beside ``out`` and rename it
+    to ``out``; an earlier result there is renamed away first, then removed."""
+    _check_output(out)
+    parent = os.path.dirname(os.path.abspath(out)) or "/"
+    shown = one_line(shorten(os.fspath(out)))
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent)
+    except OSError as e:
+        raise BadInput(f"output {shown}: {e.strerror}") from None
+    old: str | None = None
     try:
         _OneDirStore(tmp).save(f)
-        (tmp / "minimize.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _check_output(out)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        create_new(Path(tmp) / "minimize.json", (json.dumps(summary, indent=2) + "\n").encode())
+        _check_output(out)  # again: what is there now is what is replaced
+        try:
+            if os.path.lexists(out):
+                old = tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent)
+                os.rename(out, old)  # onto an empty directory: replaces it
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                if old is not None:
+                    os.rename(old, out)
+                    old = None
+                raise
+        except OSError as e:
+            raise BadInput(f"output {shown}: {e.strerror}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the minimizer ------------------------------------------------------------------------------
@@ -404,6 +472,7 @@ def minimize(finding_dir: str | Path, attempts: int = DEFAULT_ATTEMPTS,
         raise BadInput(f"budget must be a positive number of seconds, not {budget!r}")
     finding = load_finding(finding_dir)
     before = replay_config(finding, finding_dir)
+    composed_program(before, finding_dir)  # the settings compose a program
     out = Path(output) if output is not None else Path(finding_dir) / "minimized"
     _check_output(out)
     m = _Minimizer(finding, before, attempts, budget, progress)
@@ -488,7 +557,9 @@ def add_minimize_parser(sub: argparse._SubParsersAction) -> None:
 def minimize_command(args: argparse.Namespace) -> int:
     finding = load_finding(args.dir)
     before = replay_config(finding, args.dir)
-    _check_output(Path(args.output) if args.output else Path(args.dir) / "minimized")
+    composed_program(before, args.dir)  # the settings compose a program
+    _check_output(Path(args.output) if args.output is not None
+                  else Path(args.dir) / "minimized")
     R = args.attempts
     print(f"minimize {finding.id} ({finding.kind}): {finding.signature}")
     print(f"rule: keep a change when the signature reproduces in at least {needed(R)} of "

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput
+from ..safeio import shorten
 from .config import StressConfig
-from .findings import Finding, load_finding
+from .findings import Finding, load_finding, one_line
 
 DEFAULT_TIMES = 5
 EXIT_REPRODUCED, EXIT_NOT_REPRODUCED = 0, 1
@@ -83,8 +84,9 @@ def replay_config(finding: Finding, where: object = "finding",
                   timeout: float | None = None) -> StressConfig:
     """The settings to re-run ``finding`` with: its saved config and seed,
     stopping at the first finding, with ``timeout`` if given."""
+    shown = one_line(shorten(str(where)))
     if not isinstance(finding.config, dict):
-        raise BadInput(f"{where}: the saved settings are not a table")
+        raise BadInput(f"{shown}: the saved settings are not a table")
     d = dict(finding.config)
     d["seed"] = finding.seed
     d["keep_going"] = False
@@ -93,18 +95,27 @@ def replay_config(finding: Finding, where: object = "finding",
     try:
         return StressConfig.from_dict(d)
     except BadInput as e:
-        raise BadInput(f"{where}: bad saved settings: {e}") from None
-    except (TypeError, ValueError, AttributeError) as e:
-        raise BadInput(f"{where}: damaged saved settings: {e}") from None
+        raise BadInput(one_line(f"{shown}: bad saved settings: {e}")) from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError) as e:
+        raise BadInput(one_line(f"{shown}: damaged saved settings: "
+                                f"{shorten(str(e) or type(e).__name__)}")) from None
 
 
-def composed_program(cfg: StressConfig) -> bytes:
-    """The init program (msgpack) a campaign with ``cfg`` runs."""
+def composed_program(cfg: StressConfig, where: object = None) -> bytes:
+    """The init program (msgpack) a campaign with ``cfg`` runs; BadInput (naming
+    ``where``, the finding, if given) when the settings compose none."""
     from ..user.codec import to_msgpack
     from ..user.parser import parse
     from .stressors import compose
 
-    return to_msgpack(parse(compose(cfg.instances(), cfg.seed)))
+    try:
+        return to_msgpack(parse(compose(cfg.instances(), cfg.seed)))
+    except BadInput as e:
+        if where is None:
+            raise
+        raise BadInput(one_line(f"{shorten(str(where))}: the saved settings compose no "
+                                f"valid program: {e}")) from None
 
 
 def run_attempt(cfg: StressConfig, signature: str) -> Attempt:
@@ -159,7 +170,7 @@ def replay_finding(finding: Finding, cfg: StressConfig, times: int,
     """``replay`` of a loaded finding with settings ``cfg`` (see ``replay_config``)."""
     out = ReplayResult(finding, cfg)
     if finding.program:
-        out.program_matches = composed_program(cfg) == finding.program
+        out.program_matches = composed_program(cfg, f"finding {finding.id}") == finding.program
     for i in range(1, times + 1):
         a = run_attempt(cfg, finding.signature)
         out.attempts.append(a)
@@ -202,7 +213,7 @@ def replay_command(args: argparse.Namespace) -> int:
     cfg = replay_config(finding, args.dir, args.timeout)
     for line in header_lines(finding, cfg):
         print(line, flush=True)
-    if finding.program and composed_program(cfg) != finding.program:
+    if finding.program and composed_program(cfg, args.dir) != finding.program:
         print("note: program.rfm differs from the program these settings compose now "
               "(the stressors changed since the finding was saved?)", flush=True)
     result = replay_finding(finding, cfg, args.times,
