@@ -229,31 +229,60 @@ def _absent_pid() -> int:
     return pid
 
 
-def test_live_kernel_whose_creator_pid_means_nothing_here_is_not_reaped(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """A creator in another PID namespace records a pid that, here, is no
-    process at all (or another process started at another time)."""
-    from realfork.cli import main
-    from realfork.top.snapshot import running_kernels
+PRIVATE_SHM = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec "$@"', "sh"]
 
-    dom = Substrate.boot(**SMALL)
-    try:
-        h = dom.seg.header
-        h.creator_pid = _absent_pid()
-        h.creator_start = 12345.0
-        files = leftovers([dom.name])
-        assert len(files) == 65
-        assert dom.name not in reap_stale_segments()
-        assert leftovers([dom.name]) == files
-        other = Substrate.attach(dom.name)  # attach sees it alive
-        other.shutdown()
-        assert dom.name in [n for n, _t in running_kernels()]  # top finds it
-        capsys.readouterr()
-        assert main(["list"]) == 0
-        line = [ln for ln in capsys.readouterr().out.splitlines() if dom.name in ln]
-        assert line and line[0].endswith("running")
-    finally:
-        dom.shutdown()
+
+def run_scenario(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Python process, with a /dev/shm of its own when
+    ``unshare --mount`` works: a kernel whose pid means nothing here is what
+    an older realfork on this machine (which judges by pid) would delete,
+    and that would be its bug, not the one under test."""
+    cmd = [sys.executable, "-c", code, *args]
+    if shutil.which("unshare") and subprocess.run(
+            [*PRIVATE_SHM, "true"], capture_output=True, timeout=30).returncode == 0:
+        cmd = [*PRIVATE_SHM, *cmd]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=90)
+
+
+SCENARIO_FOREIGN_PID = r"""
+import contextlib, io, os, sys
+import psutil
+from realfork.cli import main
+from realfork.shm.turnstile import chain_files
+from realfork.sync.domain import Substrate, reap_stale_segments
+from realfork.top.snapshot import running_kernels
+
+with open("/proc/sys/kernel/pid_max") as f:
+    absent = int(f.read()) - 1
+while psutil.pid_exists(absent):
+    absent -= 1
+dom = Substrate.boot(maxlwps=4, nsync=8, probe_capacity=16)
+files = [dom.name, *chain_files(dom.name)]
+h = dom.seg.header
+h.creator_pid, h.creator_start = absent, 12345.0  # as another namespace's pid looks here
+assert dom.name not in reap_stale_segments(), "reaped"
+assert all(os.path.exists("/dev/shm/" + f) for f in files), "files removed"
+other = Substrate.attach(dom.name)
+other.shutdown()
+assert dom.name in [n for n, _t in running_kernels()], "top does not find it"
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert main(["list"]) == 0
+line = [ln for ln in out.getvalue().splitlines() if dom.name in ln]
+assert line and line[0].endswith("running"), out.getvalue()
+dom.shutdown()
+assert not any(os.path.exists("/dev/shm/" + f) for f in files), "left behind"
+print("ok", len(files))
+"""
+
+
+def test_live_kernel_whose_creator_pid_means_nothing_here_is_not_reaped() -> None:
+    """A creator in another PID namespace records a pid that, here, is no
+    process at all: the reaper keeps it, attach, top and list see it running."""
+    r = run_scenario(SCENARIO_FOREIGN_PID)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.split() == ["ok", "65"]
 
 
 CHILD_KILLED = r"""
@@ -352,6 +381,33 @@ d.shutdown()
 print("closed", flush=True)
 """
 
+SCENARIO_NS = r"""
+import os, subprocess, sys
+from realfork.sync.domain import Substrate, reap_stale_segments
+p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                      sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+try:
+    pid, name, *chains = p.stdout.readline().split()
+    files = [name, *chains]
+    assert int(pid) == 1 and len(chains) == 64, (pid, len(chains))
+    assert os.getpid() != 1
+    assert name not in reap_stale_segments(), "reaped"
+    assert all(os.path.exists("/dev/shm/" + f) for f in files), "files removed"
+    other = Substrate.attach(name)
+    assert other.seg.header.creator_pid == 1 and not other.panicked
+    other.shutdown()
+    p.stdin.write("\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "closed"
+    assert p.wait(30) == 0
+    assert not any(os.path.exists("/dev/shm/" + f) for f in files), "left behind"
+finally:
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+print("ok")
+"""
+
 
 def test_kernel_booted_in_another_pid_namespace_is_not_reaped() -> None:
     """A real PID namespace (``unshare --pid --fork --mount-proc``): its
@@ -363,35 +419,9 @@ def test_kernel_booted_in_another_pid_namespace_is_not_reaped() -> None:
                            capture_output=True, timeout=30)
     if probe.returncode != 0:
         pytest.skip(f"unshare --pid does not work here: {probe.stderr.decode().strip()}")
-    p = subprocess.Popen([unshare, "--pid", "--fork", "--mount-proc", sys.executable,
-                          "-c", CHILD_NS], env=ENV, stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-    files: list[str] = []
-    try:
-        assert p.stdout is not None and p.stdin is not None
-        pid, name, *chains = p.stdout.readline().split()
-        files = [name, *chains]
-        assert int(pid) == 1 and len(chains) == 64
-        assert name not in reap_stale_segments()
-        assert all(os.path.exists(os.path.join(SHM_DIR, f)) for f in files)
-        other = Substrate.attach(name)
-        try:
-            assert other.seg.header.creator_pid == 1
-            assert not other.panicked
-        finally:
-            other.shutdown()
-        p.stdin.write("\n")
-        p.stdin.flush()
-        assert p.stdout.readline().strip() == "closed"
-        assert p.wait(30) == 0
-        assert not any(os.path.exists(os.path.join(SHM_DIR, f)) for f in files)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        for f in files:
-            if os.path.exists(os.path.join(SHM_DIR, f)):
-                os.unlink(os.path.join(SHM_DIR, f))
+    r = run_scenario(SCENARIO_NS, CHILD_NS)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.strip() == "ok"
 
 
 # -- a closed kernel's memory --------------------------------------------------------
@@ -434,7 +464,8 @@ def test_reading_a_closed_kernels_memory_gives_zeros_not_a_crash() -> None:
 
 
 def _mapping(addr: int) -> dict[str, str]:
-    """The /proc/self/smaps entry starting at ``addr`` ({} if none)."""
+    """The /proc/self/smaps entry of the mapping containing ``addr`` ({} if none).
+    (A retired range may have merged with an anonymous neighbour.)"""
     entry: dict[str, str] = {}
     with open("/proc/self/smaps") as f:
         for line in f:
@@ -442,11 +473,21 @@ def _mapping(addr: int) -> dict[str, str]:
             if "-" in head[0] and not head[0].endswith(":"):
                 if entry:
                     return entry
-                if int(head[0].split("-")[0], 16) == addr:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                if lo <= addr < hi:
                     entry = {"path": head[5] if len(head) > 5 else ""}
             elif entry:
                 entry[head[0].rstrip(":")] = head[1]
     return entry
+
+
+def _is_mapped(addr: int, size: int) -> bool:
+    """Is every page of [addr, addr+size) mapped?  (mincore fails with ENOMEM if not)"""
+    pages = (size + 4095) // 4096
+    vec = (ctypes.c_ubyte * pages)()
+    mincore = libc.libc.mincore
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    return mincore(addr, pages * 4096, vec) == 0
 
 
 def _resident_pages(addr: int, size: int) -> int:
@@ -477,11 +518,76 @@ def test_a_retired_segment_keeps_address_space_only(monkeypatch: pytest.MonkeyPa
 def test_retired_ranges_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(libc, "RETIRED", [])
     monkeypatch.setattr(libc, "RETIRED_MAX_RANGES", 2)
-    addrs = []
+    ranges = []
     for _ in range(3):
         dom = Substrate.boot(**SMALL)
-        addrs.append(dom.seg.addr)
+        ranges.append((dom.seg.addr, dom.seg.size))
         dom.shutdown()
-    assert [a for a, _s in libc.RETIRED] == addrs[1:]
-    assert _mapping(addrs[0]) == {} or _mapping(addrs[0])["path"] != ""  # really unmapped
-    assert all(_mapping(a)["path"] == "" for a in addrs[1:])
+    assert not _is_mapped(*ranges[0])  # the oldest was really unmapped
+    assert libc.RETIRED == ranges[1:]
+    assert all(_is_mapped(*r) and _mapping(r[0])["path"] == "" for r in ranges[1:])
+
+
+# -- booting, and an older realfork's segments ------------------------------------------
+
+
+def test_attach_waits_while_the_creator_is_booting_the_segment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from realfork.errors import BadInput
+    from realfork.shm import segment
+    from realfork.shm.segment import Layout
+
+    layout = Layout()
+    layout.add("w", ctypes.c_int64, 8)
+    seg = Segment.create(layout)  # locked, not yet published
+    waits: list[float] = []
+    try:
+        def publish_on_first_wait(s: float) -> None:
+            waits.append(s)
+            seg.publish()  # the creator finishes while the attacher waits
+
+        monkeypatch.setattr(segment.time, "sleep", publish_on_first_wait)
+        other = Segment.attach(seg.name)
+        other.unmap()
+        assert len(waits) == 1
+    finally:
+        seg.unlink()
+        seg.unmap()
+    monkeypatch.setattr(segment.time, "sleep", lambda s: None)
+    monkeypatch.setattr(segment, "BOOT_WAIT_S", 0.0)
+    seg = Segment.create(layout)
+    try:
+        with pytest.raises(BadInput, match="not yet booted") as e:
+            Segment.attach(seg.name)  # never published in time
+        assert "\n" not in str(e.value)
+    finally:
+        seg.unlink()
+        seg.unmap()
+
+
+def test_an_older_realforks_segment_is_judged_by_its_pid_and_never_attached() -> None:
+    import psutil
+
+    from realfork.errors import BadInput
+    from realfork.shm.segment import HEADER_SIZE, MAGIC
+
+    path = segment_path("realfork-" + "ed" * 12)
+    h = SegmentHeader()
+    h.magic, h.size = MAGIC, 2 * HEADER_SIZE
+    h.creator_pid, h.creator_start = os.getpid(), psutil.Process().create_time()
+    try:
+        with open(path, "xb") as f:  # as an older realfork lays it out: no liveness marker
+            f.write(bytes(h).ljust(2 * HEADER_SIZE, b"\0"))
+        os.chmod(path, 0o600)
+        with pytest.raises(BadInput, match="older version") as e:
+            Segment.attach(os.path.basename(path))
+        assert "\n" not in str(e.value)
+        assert os.path.basename(path) not in reap_stale_segments()  # its creator runs
+        with open(path, "r+b") as f:
+            f.seek(SegmentHeader.creator_pid.offset)
+            f.write(_absent_pid().to_bytes(4, "little"))
+        assert os.path.basename(path) in reap_stale_segments()
+        assert not os.path.exists(path)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)

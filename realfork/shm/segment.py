@@ -38,10 +38,13 @@ from . import libc
 
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "realfork-"
-MAGIC = b"RFKSEG02"
-# An earlier realfork's segments: no liveness lock, chain locks named after the
-# segment.  Judged by their creator's pid and start time, never attached.
-OLD_MAGIC = b"RFKSEG01"
+MAGIC = b"RFKSEG01"
+# In ``liveness``: the creator holds the liveness lock and the chain locks are
+# named by ``chain_secret``.  Segments of an earlier realfork have zeros there
+# (it is their header's padding): they are judged by their creator's pid and
+# start time and never attached, and an earlier realfork, reading this
+# header as its own, judges ours by pid too instead of deleting them.
+LIVENESS = b"RFKLIVE1"
 SECRET_BYTES = 32
 UNBORN_GRACE_S = 60  # an incomplete, unlocked segment this old was abandoned
 BOOT_WAIT_S = 2.0  # how long attach waits for a locked segment to be published
@@ -70,6 +73,7 @@ class SegmentHeader(ctypes.Structure):
         ("params_len", ctypes.c_uint32),
         ("params", ctypes.c_char * 2048),  # boot parameters, msgpack
         ("regions", RegionEntry * MAX_REGIONS),
+        ("liveness", ctypes.c_char * 8),  # LIVENESS (offset 5168: see above)
         # names the chain locks (turnstile.chain_names); only the owner can read it
         ("chain_secret", ctypes.c_ubyte * SECRET_BYTES),
     ]
@@ -197,6 +201,7 @@ class Segment:
         try:
             try:
                 hold_alive_lock(fd)  # first: a reaper must never see it unlocked and whole
+                os.pwrite(fd, LIVENESS, SegmentHeader.liveness.offset)
                 os.fchmod(fd, 0o600)  # whatever the umask said
                 os.posix_fallocate(fd, 0, size)
             except OSError as e:
@@ -265,9 +270,9 @@ class Segment:
                 if not stat.S_ISREG(st.st_mode):
                     raise BadInput(f"{path} is not a realfork kernel segment")
                 h = _read_header(fd)
-                if h.magic == MAGIC and h.size == st.st_size:
+                if h.magic == MAGIC and h.size == st.st_size and h.liveness == LIVENESS:
                     break
-                if h.magic == OLD_MAGIC:
+                if h.magic == MAGIC and h.liveness != LIVENESS:
                     raise BadInput(f"kernel {name!r} was booted by an older version of "
                                    f"realfork")
                 if h.magic or not lock_held(fd) or time.monotonic() > deadline:
@@ -366,7 +371,7 @@ def _read_header(fd: int) -> SegmentHeader:
 
 def _legacy_creator_alive(h: SegmentHeader) -> bool:
     """An older realfork's test: its creator's pid runs and started then.  It
-    cannot see across PID namespaces; only used for OLD_MAGIC segments."""
+    cannot see across PID namespaces; only used for segments without LIVENESS."""
     import psutil
 
     try:
@@ -397,9 +402,9 @@ def probe(name: str) -> tuple[str, SegmentHeader]:
         h = _read_header(fd)
         if lock_held(fd):
             return ALIVE, h
+        if h.liveness == LIVENESS:
+            return (STALE if h.magic == MAGIC else UNBORN), h
         if h.magic == MAGIC:
-            return STALE, h
-        if h.magic == OLD_MAGIC:
             return (LEGACY_ALIVE if _legacy_creator_alive(h) else LEGACY_STALE), h
         return UNBORN, h
     finally:

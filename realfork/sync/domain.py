@@ -111,7 +111,8 @@ def reap_stale_segments() -> list[str]:
     creator and every process forked from it are gone, in whatever PID
     namespace they ran.  A segment never published is left alone for a
     minute (it may be being made).  An older realfork's segment (no lock) is
-    judged as that version did, by its creator's pid and start time.
+    judged as that version did, by its creator's pid and start time (which
+    is also how that version judges ours: it never takes them for foreign files).
     Chain locks no segment refers to are removed once a minute old.
     """
     removed = []
@@ -121,7 +122,8 @@ def reap_stale_segments() -> list[str]:
         state, h = _segment.probe(name)
         if state == _segment.GONE:
             continue
-        secret = bytes(h.chain_secret) if h.magic != _segment.OLD_MAGIC else b""
+        # an older realfork's segment has its first region where the secret is
+        secret = bytes(h.chain_secret) if h.liveness == _segment.LIVENESS else b""
         stale = (state in (_segment.STALE, _segment.LEGACY_STALE)
                  or (state == _segment.UNBORN and now - st.st_mtime > _segment.UNBORN_GRACE_S))
         if not stale:
@@ -131,7 +133,7 @@ def reap_stale_segments() -> list[str]:
         remove_name(segment_path(name))
         if any(secret):
             _turnstile.unlink_secret(secret)
-        if state != _segment.STALE:
+        if not secret:
             _unlink_legacy_chains(name)
         removed.append(name)
     for f in os.listdir(SHM_DIR):
