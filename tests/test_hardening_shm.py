@@ -591,3 +591,24 @@ def test_an_older_realforks_segment_is_judged_by_its_pid_and_never_attached() ->
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_discovery_and_list_read_headers_without_mapping_segments(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``realfork top`` looks for kernels at every refresh: attaching each
+    one would retire a segment-sized range of address space every time."""
+    from realfork.cli import main
+    from realfork.top.snapshot import running_kernels
+
+    monkeypatch.setattr(libc, "RETIRED", [])
+    mapped: list[int] = []
+    real_map = libc.map_shared
+    monkeypatch.setattr(libc, "map_shared", lambda fd, size: mapped.append(size) or
+                        real_map(fd, size))
+    with Substrate.boot(**SMALL) as dom:
+        mapped.clear()
+        assert dom.name in [n for n, _t in running_kernels()]
+        capsys.readouterr()
+        assert main(["list"]) == 0
+        assert dom.name in capsys.readouterr().out
+        assert mapped == [] and libc.RETIRED == []
