@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -79,6 +80,7 @@ RETIRED: list[tuple[int, int]] = []
 # of which Linux allows 65,530 by default (vm.max_map_count).
 RETIRED_MAX_RANGES = 1024
 RETIRED_MAX_BYTES = 1 << 40  # 1 TiB of the 128 TiB of user address space
+_retired_lock = threading.Lock()  # two kernels may close at once in two threads
 
 
 def retire(addr: int, size: int) -> bool:
@@ -96,12 +98,13 @@ def retire(addr: int, size: int) -> bool:
                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
     if got != addr:
         return False
-    RETIRED.append((addr, size))
-    total = sum(s for _a, s in RETIRED)
-    while len(RETIRED) > RETIRED_MAX_RANGES or total > RETIRED_MAX_BYTES:
-        a, s = RETIRED.pop(0)  # the longest-closed kernel
-        unmap(a, s)
-        total -= s
+    with _retired_lock:
+        RETIRED.append((addr, size))
+        total = sum(s for _a, s in RETIRED)
+        while len(RETIRED) > RETIRED_MAX_RANGES or total > RETIRED_MAX_BYTES:
+            a, s = RETIRED.pop(0)  # the longest-closed kernel
+            unmap(a, s)
+            total -= s
     return True
 
 
