@@ -380,18 +380,17 @@ def _report(name: str) -> int:
 def _list() -> int:
     import os
 
-    from .shm.segment import Segment, creator_alive, list_segments
+    from .shm import segment as sg
 
-    for name, st in list_segments(os.geteuid()):
-        try:
-            seg = Segment.attach(name)
-        except BadInput:
-            continue
-        try:
-            state = "running" if creator_alive(seg) else "stale"
-            print(f"{name}  pid {seg.header.creator_pid}  {st.st_size:,} bytes  {state}")
-        finally:
-            seg.unmap()
+    # read from each file without mapping it; the pid is its creator's as seen
+    # in the creator's PID namespace
+    states = {sg.ALIVE: "running", sg.STALE: "stale", sg.LEGACY_ALIVE: "running (older realfork)",
+              sg.LEGACY_STALE: "stale (older realfork)", sg.UNBORN: "incomplete"}
+    for name, st in sg.list_segments(os.geteuid()):
+        state, h = sg.probe(name)
+        if state == sg.GONE or (state == sg.ALIVE and not h.magic):
+            continue  # gone, or still booting
+        print(f"{name}  pid {h.creator_pid}  {st.st_size:,} bytes  {states[state]}")
     return EXIT_CLEAN
 
 

@@ -9,14 +9,17 @@ from collections.abc import Iterator
 import pytest
 from helpers import words_layout
 
+from realfork.shm.turnstile import chain_files
 from realfork.sync.domain import CREATED_HERE, Substrate
 
 
 def leftovers(names: list[str]) -> list[str]:
-    """Files in /dev/shm belonging to the given segments (segment or chain locks)."""
-    present = os.listdir("/dev/shm")
-    return sorted(n for n in present for name in names
-                  if n == name or n.startswith(f"sem.{name}."))
+    """Files in /dev/shm belonging to the given segments (segment or chain locks).
+
+    Chain locks have secret names: this process knows those of the kernels
+    it booted (``turnstile.SECRETS``)."""
+    present = set(os.listdir("/dev/shm"))
+    return sorted(n for name in names for n in [name, *chain_files(name)] if n in present)
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,27 @@ every region is a ctypes array placed at a 64-byte aligned offset.  The
 directory makes the segment self-describing: a process that attaches by
 name (a dashboard, a deadlock reporter, a host) finds every table by its
 name and checks its element size against the code it runs.
+
+Liveness.  The creator holds an open-file-description read lock
+(``F_OFD_SETLK``) on the whole file from the moment the file exists until
+its name is gone; processes forked from it (the hosts of the processes
+backend) share that open file description, so the lock lasts while any of
+them lives, and the kernel drops it when the last one dies however it dies.
+Whether a segment is alive is asked with ``F_OFD_GETLK``, which takes no
+lock, so two observers never mistake each other for the creator.  Unlike a
+pid and a start time, the lock is on the file itself: a kernel booted in
+another PID namespace sharing /dev/shm is seen alive.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import fcntl
 import os
 import secrets
 import stat
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +39,15 @@ from . import libc
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "realfork-"
 MAGIC = b"RFKSEG01"
+# In ``liveness``: the creator holds the liveness lock and the chain locks are
+# named by ``chain_secret``.  Segments of an earlier realfork have zeros there
+# (it is their header's padding): they are judged by their creator's pid and
+# start time and never attached, and an earlier realfork, reading this
+# header as its own, judges ours by pid too instead of deleting them.
+LIVENESS = b"RFKLIVE1"
+SECRET_BYTES = 32
+UNBORN_GRACE_S = 60  # an incomplete, unlocked segment this old was abandoned
+BOOT_WAIT_S = 2.0  # how long attach waits for a locked segment to be published
 MAX_REGIONS = 64
 ALIGN = 64
 
@@ -52,7 +73,29 @@ class SegmentHeader(ctypes.Structure):
         ("params_len", ctypes.c_uint32),
         ("params", ctypes.c_char * 2048),  # boot parameters, msgpack
         ("regions", RegionEntry * MAX_REGIONS),
+        ("liveness", ctypes.c_char * 8),  # LIVENESS (offset 5168: see above)
+        # names the chain locks (turnstile.chain_names); only the owner can read it
+        ("chain_secret", ctypes.c_ubyte * SECRET_BYTES),
     ]
+
+
+HEADER_SIZE = ctypes.sizeof(SegmentHeader)
+
+# struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid
+_FLOCK = struct.Struct("hhqqi4x")
+F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+
+
+def hold_alive_lock(fd: int) -> None:
+    """Take the liveness lock on ``fd`` (whole file, shared)."""
+    fcntl.fcntl(fd, F_OFD_SETLK, _FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0))
+
+
+def lock_held(fd: int) -> bool:
+    """Does any open file description but ``fd``'s hold a lock on the file?"""
+    got = fcntl.fcntl(fd, F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    return _FLOCK.unpack(got)[0] != fcntl.F_UNLCK
 
 
 def _align(n: int) -> int:
@@ -118,13 +161,14 @@ def _check_fits(size: int) -> None:
 class Segment:
     """A mapped segment: its header, its regions, and who owns it."""
 
-    def __init__(self, name: str, addr: int, size: int, creator: bool) -> None:
+    def __init__(self, name: str, addr: int, size: int, creator: bool, fd: int = -1) -> None:
         self.name = name
         self.addr = addr
         self.size = size
         self.creator = creator
         self.header = SegmentHeader.from_address(addr)
         self._mapped = True
+        self._lock_fd = fd  # the creator's: holds the liveness lock until unlink()
         self._regions: dict[str, tuple[int, int, int]] = {}
         for i in range(self.header.nregions):
             e = self.header.regions[i]
@@ -143,25 +187,31 @@ class Segment:
         for _ in range(8):
             name = NAME_PREFIX + secrets.token_hex(12)
             try:
-                fd = os.open(segment_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(segment_path(name),
+                             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 break
-            except FileExistsError:  # pragma: no cover - 96 random bits
+            except FileExistsError:  # 96 random bits: someone is planting names
                 continue
-        else:  # pragma: no cover
-            raise ResourceError("could not pick a fresh segment name")
+            except OSError as e:
+                raise ResourceError(f"cannot create a segment in {SHM_DIR}: "
+                                    f"{e.strerror}") from None
+        else:
+            raise ResourceError(f"could not pick a fresh segment name in {SHM_DIR} "
+                                f"(8 tries, every name taken)")
         try:
             try:
+                hold_alive_lock(fd)  # first: a reaper must never see it unlocked and whole
+                os.pwrite(fd, LIVENESS, SegmentHeader.liveness.offset)
                 os.fchmod(fd, 0o600)  # whatever the umask said
                 os.posix_fallocate(fd, 0, size)
             except OSError as e:
                 raise ResourceError(f"segment of {size:,} bytes: {e.strerror}") from None
             addr = libc.map_shared(fd, size)
         except BaseException:
-            os.close(fd)
             os.unlink(segment_path(name))
+            os.close(fd)
             raise
-        os.close(fd)
-        seg = cls(name, addr, size, creator=True)
+        seg = cls(name, addr, size, creator=True, fd=fd)
         h = seg.header
         import psutil
 
@@ -180,8 +230,22 @@ class Segment:
             e.elem_size = ctypes.sizeof(spec.ctype)
             seg._regions[spec.name] = (off, spec.count, e.elem_size)
         h.nregions = len(layout.specs)
-        h.magic = MAGIC  # last: an attacher seeing the magic sees a whole header
-        return seg
+        return seg  # not yet published: see publish()
+
+    def set_chain_secret(self, secret: bytes) -> None:
+        """Record the secret naming the chain locks (before they are made, so a
+        reaper reading the header knows them as soon as they exist)."""
+        assert len(secret) == SECRET_BYTES
+        ctypes.memmove(ctypes.addressof(self.header) + SegmentHeader.chain_secret.offset,
+                       secret, SECRET_BYTES)
+
+    @property
+    def chain_secret(self) -> bytes:
+        return bytes(self.header.chain_secret)
+
+    def publish(self) -> None:
+        """Write the magic: from now on the segment can be attached."""
+        self.header.magic = MAGIC  # last: an attacher seeing the magic sees a whole header
 
     @classmethod
     def attach(cls, name: str) -> Segment:
@@ -198,24 +262,37 @@ class Segment:
         except OSError as e:
             raise BadInput(f"cannot open kernel {name!r}: {e.strerror}") from None
         try:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid():
-                raise BadInput(f"kernel {name!r} belongs to another user (uid {st.st_uid})")
-            if not stat.S_ISREG(st.st_mode) or st.st_size < ctypes.sizeof(SegmentHeader):
-                raise BadInput(f"{path} is not a realfork kernel segment")
-            addr = libc.map_shared(fd, st.st_size)
+            deadline = time.monotonic() + BOOT_WAIT_S
+            while True:
+                st = os.fstat(fd)
+                if st.st_uid != os.geteuid():
+                    raise BadInput(f"kernel {name!r} belongs to another user (uid {st.st_uid})")
+                if not stat.S_ISREG(st.st_mode):
+                    raise BadInput(f"{path} is not a realfork kernel segment")
+                h = _read_header(fd)
+                if h.magic == MAGIC and h.size == st.st_size and h.liveness == LIVENESS:
+                    break
+                if h.magic == MAGIC and h.liveness != LIVENESS:
+                    raise BadInput(f"kernel {name!r} was booted by an older version of "
+                                   f"realfork")
+                if h.magic or not lock_held(fd) or time.monotonic() > deadline:
+                    raise BadInput(f"{path} is not a realfork kernel segment "
+                                   f"(or not yet booted)")
+                time.sleep(0.01)  # its creator is still booting it
+            try:
+                addr = libc.map_shared(fd, st.st_size)
+            except OSError as e:
+                raise ResourceError(f"cannot map kernel {name!r}: {e.strerror}") from None
         finally:
             os.close(fd)
-        h = SegmentHeader.from_address(addr)
-        if h.magic != MAGIC or h.size != st.st_size:
-            libc.unmap(addr, st.st_size)
-            raise BadInput(f"{path} is not a realfork kernel segment (or not yet booted)")
         return cls(name, addr, st.st_size, creator=False)
 
     # -- regions ------------------------------------------------------------
 
     def region(self, name: str, ctype: type) -> Any:
         """The region ``name`` as a ctypes array of ``ctype`` (or one object)."""
+        if not self._mapped:
+            raise BadInput(f"kernel segment {self.name} is closed")
         try:
             off, count, elem = self._regions[name]
         except KeyError:
@@ -241,18 +318,28 @@ class Segment:
     # -- release --------------------------------------------------------------
 
     def unlink(self) -> None:
-        """Remove the name; mappings stay valid until unmapped."""
+        """Remove the name, then let go of the liveness lock (in that order:
+        a segment found unlocked is stale, and this one is not); mappings
+        stay valid until unmapped."""
         try:
             os.unlink(segment_path(self.name))
         except FileNotFoundError:
             pass
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def unmap(self) -> None:
-        """Unmap.  Every ctypes object over the segment is dangling afterwards:
-        call only when no thread of this process can touch it again."""
+        """Release this process's mapping of the segment.
+
+        The header is copied out first (``header`` keeps answering); the
+        range itself is retired (``libc.retire``): ctypes objects left over
+        it read zeros from then on instead of faulting.  Only if retiring
+        fails is the shared mapping kept."""
         if self._mapped:
             self._mapped = False
-            libc.unmap(self.addr, self.size)
+            self.header = SegmentHeader.from_buffer_copy(self.header)
+            libc.retire(self.addr, self.size)
 
     @property
     def mapped(self) -> bool:
@@ -276,16 +363,58 @@ def list_segments(uid: int | None = None) -> Iterator[tuple[str, os.stat_result]
             yield n, st
 
 
-def creator_alive(seg: Segment) -> bool:
-    """Is the process that created ``seg`` still running (same pid, same start)?"""
+def _read_header(fd: int) -> SegmentHeader:
+    """The header as it is in the file now (zeros where the file is short)."""
+    raw = os.pread(fd, HEADER_SIZE, 0)
+    return SegmentHeader.from_buffer_copy(raw.ljust(HEADER_SIZE, b"\0"))
+
+
+def _legacy_creator_alive(h: SegmentHeader) -> bool:
+    """An older realfork's test: its creator's pid runs and started then.  It
+    cannot see across PID namespaces; only used for segments without LIVENESS."""
     import psutil
 
-    h = seg.header
     try:
         p = psutil.Process(h.creator_pid)
         return abs(p.create_time() - h.creator_start) < 0.01
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+# probe() states
+ALIVE = "alive"  # its liveness lock is held: booting or running
+STALE = "stale"  # published, and nobody holds its lock: every holder is gone
+UNBORN = "unborn"  # never published and not locked (being made by an older realfork, or abandoned)
+LEGACY_ALIVE = "legacy-alive"  # an older realfork's segment whose creator runs
+LEGACY_STALE = "legacy-stale"
+GONE = "gone"  # no such file (or not a regular file)
+
+
+def probe(name: str) -> tuple[str, SegmentHeader]:
+    """What segment ``name`` is, read from the file without mapping it."""
+    try:
+        fd = os.open(segment_path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return GONE, SegmentHeader()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return GONE, SegmentHeader()
+        h = _read_header(fd)
+        if lock_held(fd):
+            return ALIVE, h
+        if h.liveness == LIVENESS:
+            return (STALE if h.magic == MAGIC else UNBORN), h
+        if h.magic == MAGIC:
+            return (LEGACY_ALIVE if _legacy_creator_alive(h) else LEGACY_STALE), h
+        return UNBORN, h
+    finally:
+        os.close(fd)
+
+
+def creator_alive(seg: Segment) -> bool:
+    """Is the kernel of ``seg`` alive: does its creator, or a process forked
+    from it, still hold the liveness lock?  (False once its name is gone.)"""
+    return probe(seg.name)[0] == ALIVE
 
 
 def remove_name(path: str) -> None:

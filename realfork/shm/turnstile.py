@@ -9,7 +9,11 @@ semaphores (``_multiprocessing.SemLock``), so
 
 * their number is fixed (``NCHAINS``), whatever ``nproc`` and ``maxlwps`` are,
   which keeps the count of OS objects and memory mappings constant;
-* any process can open them by name, like the segment itself;
+* any process of the owner can open them by name: the names are derived from
+  a secret in the segment header (``chain_names``), which only the owner can
+  read, and are made with ``O_EXCL``, so nobody can plant them in advance to
+  deny a boot (each name is a keyed hash of its index: seeing one predicts
+  none of the others);
 * an uncontended acquire+release costs about 60 ns (a ``sem_trywait`` and a
   ``sem_post`` in C, no system call).
 
@@ -20,51 +24,131 @@ the locks are not recursive).
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from _multiprocessing import SemLock, sem_unlink
+from typing import TYPE_CHECKING
+
+from ..errors import BadInput, ResourceError
+
+if TYPE_CHECKING:
+    from .segment import Segment
 
 NCHAINS = 64  # a power of two
 _SEMAPHORE = 1  # SemLock kind
 _MAXVALUE = 1 << 30
+# Names are CHAIN_PREFIX + 32 hex digits (files sem.realfork-tc-<hex> in
+# /dev/shm): no dot, so an older realfork's sweep of sem.<segment>.tcN
+# orphans never mistakes them for its own.
+CHAIN_PREFIX = "realfork-tc-"
+CREATE_TRIES = 4
+# segment name -> secret of the chain locks this process created (and those its
+# forked children inherit): the leak checks and unlink_names use it.
+SECRETS: dict[str, bytes] = {}
 
 
-def chain_name(token: str, i: int) -> str:
-    return f"/{token}.tc{i}"
+def chain_names(secret: bytes) -> list[str]:
+    """The ``NCHAINS`` semaphore names (without the leading slash) of ``secret``."""
+    return [CHAIN_PREFIX + hashlib.blake2b(i.to_bytes(4, "little"), key=secret,
+                                           digest_size=16).hexdigest()
+            for i in range(NCHAINS)]
+
+
+def chain_files(segment_name: str) -> list[str]:
+    """The /dev/shm file names of the chain locks this process made for a segment."""
+    secret = SECRETS.get(segment_name)
+    return ["sem." + n for n in chain_names(secret)] if secret else []
+
+
+def is_chain_file(filename: str) -> bool:
+    tail = filename.removeprefix("sem." + CHAIN_PREFIX)
+    return (tail != filename and len(tail) == 32
+            and all(c in "0123456789abcdef" for c in tail))
+
+
+def unlink_secret(secret: bytes) -> None:
+    _unlink(chain_names(secret))
+
+
+def _unlink(names: list[str]) -> None:
+    for n in names:
+        try:
+            sem_unlink("/" + n)
+        except FileNotFoundError:
+            pass
 
 
 class ChainLocks:
     """The ``NCHAINS`` named semaphores of one kernel segment."""
 
-    def __init__(self, token: str, create: bool) -> None:
-        self.token = token
-        self.creator = create
-        self.locks: list[SemLock] = []
-        try:
-            for i in range(NCHAINS):
-                if create:
-                    lk = SemLock(_SEMAPHORE, 1, _MAXVALUE, chain_name(token, i), False)
-                else:
-                    lk = SemLock._rebuild(0, _SEMAPHORE, _MAXVALUE, chain_name(token, i))
-                self.locks.append(lk)
-        except BaseException:
-            if create:
-                self.unlink()
-            raise
+    def __init__(self, names: list[str], locks: list[SemLock], creator: bool) -> None:
+        self.names = names
+        self.locks = locks
+        self.creator = creator
+
+    @classmethod
+    def create(cls, seg: Segment) -> ChainLocks:
+        """Make the chain locks of ``seg`` under fresh secret names.
+
+        A name that exists already was planted (or is a 2**-128 accident):
+        start again with a new secret, a few times, then give up with a
+        ResourceError."""
+        for _ in range(CREATE_TRIES):
+            secret = secrets.token_bytes(32)
+            seg.set_chain_secret(secret)
+            names = chain_names(secret)
+            locks: list[SemLock] = []
+            try:
+                for n in names:
+                    locks.append(SemLock(_SEMAPHORE, 1, _MAXVALUE, "/" + n, False))
+            except FileExistsError:
+                _unlink(names[:len(locks)])
+                continue
+            except OSError as e:
+                _unlink(names[:len(locks)])
+                raise ResourceError(f"cannot create the kernel's chain locks: "
+                                    f"{e.strerror}") from None
+            except BaseException:
+                _unlink(names[:len(locks)])
+                raise
+            SECRETS[seg.name] = secret
+            return cls(names, locks, creator=True)
+        raise ResourceError(f"could not create the kernel's chain locks: fresh random names "
+                            f"were taken {CREATE_TRIES} times in a row (someone is planting "
+                            f"semaphores in /dev/shm)")
+
+    @classmethod
+    def open(cls, seg: Segment) -> ChainLocks:
+        """Open the chain locks of a running kernel (FileNotFoundError: gone)."""
+        secret = seg.chain_secret
+        if not any(secret):
+            raise BadInput(f"kernel {seg.name} has no chain locks recorded")
+        names = chain_names(secret)
+        locks = []
+        for n in names:
+            try:
+                locks.append(SemLock._rebuild(0, _SEMAPHORE, _MAXVALUE, "/" + n))
+            except FileNotFoundError:
+                raise
+            except OSError as e:
+                raise ResourceError(f"cannot open the chain locks of {seg.name}: "
+                                    f"{e.strerror}") from None
+        return cls(names, locks, creator=False)
 
     def chain(self, index: int) -> SemLock:
         return self.locks[index & (NCHAINS - 1)]
 
     def unlink(self) -> None:
         """Remove the names (open handles stay usable until closed)."""
-        for i in range(NCHAINS):
-            try:
-                sem_unlink(chain_name(self.token, i))
-            except FileNotFoundError:
-                pass
+        _unlink(self.names)
 
     @staticmethod
-    def unlink_names(token: str) -> None:
-        for i in range(NCHAINS):
-            try:
-                sem_unlink(chain_name(token, i))
-            except FileNotFoundError:
-                pass
+    def unlink_names(segment_name: str) -> None:
+        """Remove the names of the chain locks this process (or the process it
+        was forked from) made for ``segment_name``."""
+        secret = SECRETS.get(segment_name)
+        if secret:
+            unlink_secret(secret)
+
+
+__all__ = ["NCHAINS", "ChainLocks", "chain_files", "chain_names", "is_chain_file"]

@@ -21,11 +21,13 @@ import msgpack
 from ..errors import BadInput, KernelPanic, ResourceError
 from ..probes.ring import ProbeRing, declare_ring
 from ..shm import libc
+from ..shm import segment as _segment
+from ..shm import turnstile as _turnstile
 from ..shm.segment import (
     NAME_PREFIX,
+    SHM_DIR,
     Layout,
     Segment,
-    creator_alive,
     list_segments,
     remove_name,
     segment_path,
@@ -112,43 +114,65 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def reap_stale_segments() -> list[str]:
-    """Remove this user's segments whose creating process is gone.
+    """Remove this user's segments that no process holds any more.
 
     A supervisor killed with SIGKILL cannot clean up after itself; the next
-    boot (or ``realfork`` command) does it.  A segment still being created
-    (no magic yet) is left alone unless it is a minute old.
+    boot (or ``realfork`` command) does it.  A segment is stale only when it
+    is published and its liveness lock is free (``segment.probe``): then its
+    creator and every process forked from it are gone, in whatever PID
+    namespace they ran.  A segment never published is left alone for a
+    minute (it may be being made).  An older realfork's segment (no lock) is
+    judged as that version did, by its creator's pid and start time (which
+    is also how that version judges ours: it never takes them for foreign files).
+    Chain locks no segment refers to are removed once a minute old.
     """
     removed = []
+    keep: set[str] = set()  # chain-lock files of the segments that stay
+    now = time.time()
     for name, st in list_segments(os.geteuid()):
-        try:
-            seg = Segment.attach(name)
-        except BadInput:
-            if time.time() - st.st_mtime > 60:
-                remove_name(os.path.join("/dev/shm", name))
-                ChainLocks.unlink_names(name)
-                removed.append(name)
+        state, h = _segment.probe(name)
+        if state == _segment.GONE:
             continue
-        try:
-            alive = creator_alive(seg)
-        finally:
-            seg.unmap()
-        if not alive:
-            remove_name(os.path.join("/dev/shm", name))
-            ChainLocks.unlink_names(name)
-            removed.append(name)
-    # Chain locks whose segment is gone (their creator died between the two unlinks).
-    for sem in os.listdir("/dev/shm"):
-        if sem.startswith("sem." + NAME_PREFIX) and "." in sem[4:]:
-            seg_name = sem[4:].rsplit(".", 1)[0]
-            path = os.path.join("/dev/shm", sem)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if (st.st_uid == os.geteuid() and not os.path.exists(segment_path(seg_name))
-                    and time.time() - st.st_mtime > 60):
-                remove_name(path)
+        # an older realfork's segment has its first region where the secret is
+        secret = bytes(h.chain_secret) if h.liveness == _segment.LIVENESS else b""
+        stale = (state in (_segment.STALE, _segment.LEGACY_STALE)
+                 or (state == _segment.UNBORN and now - st.st_mtime > _segment.UNBORN_GRACE_S))
+        if not stale:
+            if any(secret):
+                keep.update("sem." + n for n in _turnstile.chain_names(secret))
+            continue
+        remove_name(segment_path(name))
+        if any(secret):
+            _turnstile.unlink_secret(secret)
+        if not secret:
+            _unlink_legacy_chains(name)
+        removed.append(name)
+    for f in os.listdir(SHM_DIR):
+        if _turnstile.is_chain_file(f):
+            if f not in keep:
+                _remove_old_orphan(f, now)
+        elif f.startswith("sem." + NAME_PREFIX) and "." in f[4:]:
+            # an older realfork's sem.<segment>.tcN whose segment is gone
+            if not os.path.exists(segment_path(f[4:].rsplit(".", 1)[0])):
+                _remove_old_orphan(f, now)
     return removed
+
+
+def _unlink_legacy_chains(seg_name: str) -> None:
+    for i in range(NCHAINS):
+        remove_name(os.path.join(SHM_DIR, f"sem.{seg_name}.tc{i}"))
+
+
+def _remove_old_orphan(f: str, now: float) -> None:
+    """Remove semaphore file ``f`` if it is this user's and a minute old (its
+    creator had time to record it in its segment)."""
+    path = os.path.join(SHM_DIR, f)
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return
+    if st.st_uid == os.geteuid() and now - st.st_mtime > _segment.UNBORN_GRACE_S:
+        remove_name(path)
 
 
 class Substrate:
@@ -209,7 +233,8 @@ class Substrate:
         seg = Segment.create(layout, msgpack.packb(recorded))
         CREATED_HERE.append(seg.name)
         try:
-            chains = ChainLocks(seg.name, create=True)
+            chains = ChainLocks.create(seg)
+            seg.publish()  # attachable from here: header and chain locks complete
         except BaseException:
             seg.unlink()
             seg.unmap()
@@ -228,22 +253,16 @@ class Substrate:
 
     @classmethod
     def attach(cls, name: str) -> Substrate:
-        seg = Segment.attach(name)
-        deadline = time.monotonic() + 2.0
-        while True:
-            try:
-                chains = ChainLocks(name, create=False)
-                break
-            except FileNotFoundError:
-                # booting (the chain locks come right after the segment) or gone
-                if time.monotonic() < deadline and creator_alive(seg):
-                    time.sleep(0.01)
-                    continue
-                seg.unmap()
-                raise BadInput(f"kernel {name!r} is shutting down") from None
-            except BaseException:
-                seg.unmap()
-                raise
+        seg = Segment.attach(name)  # waits while its creator is still booting it
+        try:
+            # a published segment's chain locks exist until its shutdown
+            chains = ChainLocks.open(seg)
+        except FileNotFoundError:
+            seg.unmap()
+            raise BadInput(f"kernel {name!r} is shutting down") from None
+        except BaseException:
+            seg.unmap()
+            raise
         dom = cls(seg, chains)
         dom.params = msgpack.unpackb(seg.params)
         dom.noise = _noise.attach(dom, dom.params.get("noise"))
@@ -479,7 +498,7 @@ class Substrate:
 
     @property
     def panicked(self) -> bool:
-        return bool(self.g.panicked)
+        return bool(self.g.panicked)  # after close: the copy kept by shutdown
 
     def report(self) -> _report.WaitReport:
         """A wait-for snapshot of the running kernel."""
@@ -535,13 +554,19 @@ class Substrate:
         finally:
             _lockdep.detach(self)
             if self.seg.creator:
-                self.seg.unlink()
                 self.chains.unlink()
+                self.seg.unlink()  # the name, then the liveness lock
             if not stuck:
                 self._handles.clear()
                 self._kt_handles.clear()
-                self.seg.unmap()
+                self._keep_values()
+                self.seg.unmap()  # retired: a stale view reads zeros, never faults
         return stuck
+
+    def _keep_values(self) -> None:
+        """Copy the globals out of the segment: ``g`` (``panicked``,
+        ``shutting_down``, the counters) answers as it was at close."""
+        self.g = sync_globals_t.from_buffer_copy(self.g)
 
     close = shutdown
 

@@ -41,7 +41,15 @@ from ..kernel.structs import (
     klwp_t,
     proc_t,
 )
-from ..shm.segment import NAME_PREFIX, Segment, creator_alive, list_segments, segment_path
+from ..shm.segment import (
+    ALIVE,
+    LIVENESS,
+    MAGIC,
+    NAME_PREFIX,
+    list_segments,
+    probe,
+    segment_path,
+)
 from ..sync.domain import Substrate
 from ..sync.structs import MAXCLASSES, SYNC_MUTEX, SYNC_RW, TS_SLEEP, kthread_t
 from .command import SORT_KEYS
@@ -80,15 +88,11 @@ def running_kernels() -> list[tuple[str, float]]:
     """This user's kernels whose supervisor is alive: (name, created), newest first."""
     out = []
     for name, _st in list_segments(os.geteuid()):
-        try:
-            seg = Segment.attach(name)
-        except BadInput:
-            continue
-        try:
-            if creator_alive(seg):
-                out.append((name, seg.header.created_ns / 1e9))
-        finally:
-            seg.unmap()
+        # read from the file, nothing mapped: alive is its liveness lock held
+        # (not a pid, which means nothing across PID namespaces)
+        state, h = probe(name)
+        if state == ALIVE and h.magic == MAGIC and h.liveness == LIVENESS:
+            out.append((name, h.created_ns / 1e9))
     return sorted(out, key=lambda k: -k[1])
 
 
