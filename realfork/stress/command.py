@@ -123,8 +123,9 @@ def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(("\r\033[K" + line) if tty else line, end="" if tty else "\n",
                       file=sys.stderr, flush=True)
 
+    run = StressRun(cfg, args.findings, progress)  # refuses a bad findings root first
+    if progress is not None:
         print(f"realfork stress: {cfg.describe()}", file=sys.stderr, flush=True)
-    run = StressRun(cfg, args.findings, progress)
     from ..top.stresswatch import watch_stress
 
     with watch_stress(run, args.dashboard, bool(args.report)) as watch:

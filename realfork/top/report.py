@@ -20,7 +20,7 @@ import itertools
 import time
 from typing import Any
 
-from ..errors import BadInput
+from ..safeio import write_replacing
 
 MAX_LINES = 8  # lines per chart before the rest are left out (named in the legend)
 STYLE = """
@@ -345,9 +345,4 @@ def build_report(doc: dict[str, Any], samples: list[dict[str, Any]], title: str 
 
 def write_report(path: str, doc: dict[str, Any], samples: list[dict[str, Any]],
                  title: str = "") -> None:
-    text = build_report(doc, samples, title)
-    try:
-        with open(path, "w") as f:
-            f.write(text)
-    except OSError as e:
-        raise BadInput(f"cannot write {path}: {e.strerror}") from None
+    write_replacing(path, build_report(doc, samples, title), "--report")
