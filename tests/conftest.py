@@ -9,17 +9,16 @@ from collections.abc import Iterator
 import pytest
 from helpers import words_layout
 
-from realfork.shm.turnstile import chain_files
+from realfork.shm.turnstile import chain_file_segment
 from realfork.sync.domain import CREATED_HERE, Substrate
 
 
 def leftovers(names: list[str]) -> list[str]:
-    """Files in /dev/shm belonging to the given segments (segment or chain locks).
-
-    Chain locks have secret names: this process knows those of the kernels
-    it booted (``turnstile.SECRETS``)."""
-    present = set(os.listdir("/dev/shm"))
-    return sorted(n for name in names for n in [name, *chain_files(name)] if n in present)
+    """Files in /dev/shm belonging to the given segments: the segment itself and
+    its chain locks (``sem.<segment>-tc-<hash>``), whoever booted them."""
+    wanted = set(names)
+    return sorted(n for n in os.listdir("/dev/shm")
+                  if n in wanted or chain_file_segment(n) in wanted)
 
 
 @pytest.fixture(autouse=True)

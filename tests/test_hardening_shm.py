@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -139,47 +139,82 @@ def test_planted_semaphore_names_do_not_deny_a_boot(attacker: Attacker) -> None:
     assert len(attacker.planted) >= 10 * 64  # the attack did fire, every time
 
 
+def _chain_secrets(monkeypatch: pytest.MonkeyPatch, chosen: list[bytes]) -> None:
+    """The chain locks' next secrets are ``chosen`` (then random ones); nothing else changes."""
+    import types
+
+    from realfork.shm import turnstile
+
+    it = iter(chosen)
+    monkeypatch.setattr(turnstile, "secrets", types.SimpleNamespace(
+        token_bytes=lambda n: next(it, None) or os.urandom(n)))
+
+
+def _after_segment_create(monkeypatch: pytest.MonkeyPatch, act: Callable[[str], None]) -> None:
+    """Call ``act(segment name)`` as soon as a segment exists, before its chain locks do."""
+    real_create = Segment.create.__func__  # type: ignore[attr-defined]
+
+    def create_then_act(cls: type[Segment], *args: object, **kw: object) -> Segment:
+        seg = real_create(cls, *args, **kw)
+        act(seg.name)
+        return seg
+
+    monkeypatch.setattr(Segment, "create", classmethod(create_then_act))
+
+
 def test_chain_locks_are_made_again_under_fresh_names_when_one_is_taken(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from realfork.shm import turnstile
 
     first = b"\x01" * 32
-    tokens = iter([first])
-    real = turnstile.secrets.token_bytes
-    monkeypatch.setattr(turnstile.secrets, "token_bytes",
-                        lambda n: next(tokens, None) or real(n))
+    _chain_secrets(monkeypatch, [first])
     planted: list[str] = []
-    _plant(os.path.join(SHM_DIR, "sem." + turnstile.chain_names(first)[7]), planted)
+    names: list[str] = []
+
+    def plant(seg_name: str) -> None:  # a lucky attacker: the first secret's 8th name
+        names.extend(turnstile.chain_names(seg_name, first))
+        _plant(os.path.join(SHM_DIR, "sem." + names[7]), planted)
+
+    _after_segment_create(monkeypatch, plant)
     try:
         dom = Substrate.boot(**SMALL)
         try:
+            assert planted, "the attack did not fire"
             assert dom.seg.chain_secret != first
-            assert dom.chains.names == turnstile.chain_names(dom.seg.chain_secret)
+            assert dom.chains.names == turnstile.chain_names(dom.name, dom.seg.chain_secret)
             other = Substrate.attach(dom.name)  # attachers find them from the header
             other.shutdown()
         finally:
             dom.shutdown()
         # the names of the abandoned first try were removed, except the planted one
-        assert [n for n in turnstile.chain_names(first)
-                if os.path.exists(os.path.join(SHM_DIR, "sem." + n))] == \
-            [turnstile.chain_names(first)[7]]
+        assert [n for n in names if os.path.exists(os.path.join(SHM_DIR, "sem." + n))] == \
+            [names[7]]
     finally:
         for p in planted:
             os.unlink(p)
 
 
 CHILD_ALL_TAKEN = r"""
-import os, sys
+import os, sys, types
 from realfork.shm import turnstile
+from realfork.shm.segment import Segment
 secret = b"\x02" * 32
-turnstile.secrets.token_bytes = lambda n: secret
-path = "/dev/shm/sem." + turnstile.chain_names(secret)[3]
-os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+turnstile.secrets = types.SimpleNamespace(token_bytes=lambda n: secret)
+planted = []
+real_create = Segment.create.__func__
+def create_then_plant(cls, *args, **kw):
+    seg = real_create(cls, *args, **kw)
+    path = "/dev/shm/sem." + turnstile.chain_names(seg.name, secret)[3]
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    planted.append(path)
+    return seg
+Segment.create = classmethod(create_then_plant)
 try:
     from realfork.cli import main
     code = main(["run", sys.argv[1]])
 finally:
-    os.unlink(path)
+    for path in planted:
+        os.unlink(path)
 from realfork.sync.domain import CREATED_HERE
 print(" ".join(CREATED_HERE), file=sys.stdout)
 sys.exit(code)
@@ -203,17 +238,18 @@ def test_all_names_taken_raises_resource_error_in_process(
     from realfork.shm import turnstile
 
     secret = b"\x03" * 32
-    monkeypatch.setattr(turnstile.secrets, "token_bytes", lambda n: secret)
+    _chain_secrets(monkeypatch, [secret] * 8)
     planted: list[str] = []
-    _plant(os.path.join(SHM_DIR, "sem." + turnstile.chain_names(secret)[63]), planted)
+    _after_segment_create(monkeypatch, lambda seg_name: _plant(
+        os.path.join(SHM_DIR, "sem." + turnstile.chain_names(seg_name, secret)[63]), planted))
     try:
         with pytest.raises(ResourceError) as e:
             Substrate.boot(**SMALL)
         assert "\n" not in str(e.value)
+        assert planted
     finally:
         for p in planted:
             os.unlink(p)
-    # conftest's no_leaks checks that the segment and the 63 others are gone
 
 
 # -- liveness across PID namespaces, stale reaping -----------------------------------
@@ -349,7 +385,7 @@ def test_orphaned_chain_locks_are_reaped_and_a_live_kernels_are_kept() -> None:
     from realfork.shm import turnstile
 
     old = time.time() - 600
-    orphan = turnstile.chain_names(os.urandom(32))[:2]
+    orphan = turnstile.chain_names("realfork-" + os.urandom(12).hex(), os.urandom(32))[:2]
     for n in orphan:
         SemLock(1, 1, 1, "/" + n, False)  # closed at once: only the name stays
         os.utime(os.path.join(SHM_DIR, "sem." + n), (old, old))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import leftovers
 
 import realfork
 from realfork.machine.threads import ThreadFactory
@@ -383,8 +384,7 @@ def test_fork_server_and_hosts_ignore_sigint_and_sigterm() -> None:
 
 
 def _our_shm(names: list[str]) -> list[str]:
-    return sorted(n for n in os.listdir("/dev/shm") for name in names
-                  if n == name or n.startswith(f"sem.{name}."))
+    return leftovers(names)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -25,6 +25,7 @@ the locks are not recursive).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from _multiprocessing import SemLock, sem_unlink
 from typing import TYPE_CHECKING
@@ -37,37 +38,44 @@ if TYPE_CHECKING:
 NCHAINS = 64  # a power of two
 _SEMAPHORE = 1  # SemLock kind
 _MAXVALUE = 1 << 30
-# Names are CHAIN_PREFIX + 32 hex digits (files sem.realfork-tc-<hex> in
-# /dev/shm): no dot, so an older realfork's sweep of sem.<segment>.tcN
-# orphans never mistakes them for its own.
-CHAIN_PREFIX = "realfork-tc-"
+# A chain lock's name is its segment's name, "-tc-" and 32 hex digits: the file
+# sem.realfork-<segment token>-tc-<keyed hash> in /dev/shm.  The segment's part
+# says whose lock it is (a leak check, a reaper and a person reading /dev/shm
+# can tell), the keyed hash makes it unpredictable, and there is no dot, so an
+# older realfork's sweep of sem.<segment>.tcN orphans never takes it for its own.
+CHAIN_INFIX = "-tc-"
+_CHAIN_FILE = re.compile(r"sem\.(realfork-[0-9a-f]+)-tc-[0-9a-f]{32}")
 CREATE_TRIES = 4
 # segment name -> secret of the chain locks this process created (and those its
-# forked children inherit): the leak checks and unlink_names use it.
+# forked children inherit): unlink_names uses it.
 SECRETS: dict[str, bytes] = {}
 
 
-def chain_names(secret: bytes) -> list[str]:
-    """The ``NCHAINS`` semaphore names (without the leading slash) of ``secret``."""
-    return [CHAIN_PREFIX + hashlib.blake2b(i.to_bytes(4, "little"), key=secret,
-                                           digest_size=16).hexdigest()
+def chain_names(segment_name: str, secret: bytes) -> list[str]:
+    """The ``NCHAINS`` semaphore names (without the leading slash) of a segment's ``secret``."""
+    return [segment_name + CHAIN_INFIX
+            + hashlib.blake2b(i.to_bytes(4, "little"), key=secret, digest_size=16).hexdigest()
             for i in range(NCHAINS)]
 
 
 def chain_files(segment_name: str) -> list[str]:
     """The /dev/shm file names of the chain locks this process made for a segment."""
     secret = SECRETS.get(segment_name)
-    return ["sem." + n for n in chain_names(secret)] if secret else []
+    return ["sem." + n for n in chain_names(segment_name, secret)] if secret else []
+
+
+def chain_file_segment(filename: str) -> str | None:
+    """The segment a /dev/shm file ``sem.<segment>-tc-<hash>`` is a chain lock of, or None."""
+    m = _CHAIN_FILE.fullmatch(filename)
+    return m.group(1) if m else None
 
 
 def is_chain_file(filename: str) -> bool:
-    tail = filename.removeprefix("sem." + CHAIN_PREFIX)
-    return (tail != filename and len(tail) == 32
-            and all(c in "0123456789abcdef" for c in tail))
+    return chain_file_segment(filename) is not None
 
 
-def unlink_secret(secret: bytes) -> None:
-    _unlink(chain_names(secret))
+def unlink_secret(segment_name: str, secret: bytes) -> None:
+    _unlink(chain_names(segment_name, secret))
 
 
 def _unlink(names: list[str]) -> None:
@@ -96,7 +104,7 @@ class ChainLocks:
         for _ in range(CREATE_TRIES):
             secret = secrets.token_bytes(32)
             seg.set_chain_secret(secret)
-            names = chain_names(secret)
+            names = chain_names(seg.name, secret)
             locks: list[SemLock] = []
             try:
                 for n in names:
@@ -123,7 +131,7 @@ class ChainLocks:
         secret = seg.chain_secret
         if not any(secret):
             raise BadInput(f"kernel {seg.name} has no chain locks recorded")
-        names = chain_names(secret)
+        names = chain_names(seg.name, secret)
         locks = []
         for n in names:
             try:
@@ -148,7 +156,7 @@ class ChainLocks:
         was forked from) made for ``segment_name``."""
         secret = SECRETS.get(segment_name)
         if secret:
-            unlink_secret(secret)
+            unlink_secret(segment_name, secret)
 
 
 __all__ = ["NCHAINS", "ChainLocks", "chain_files", "chain_names", "is_chain_file"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,7 +128,9 @@ def run_attempt(cfg: StressConfig, signature: str) -> Attempt:
     t0 = time.monotonic()
     result = run_stress(cfg)
     elapsed = time.monotonic() - t0
-    if result.interrupted:
+    if result.interrupted:  # unwind as the signal would have: 143 for SIGTERM, else 130
+        if result.signal == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM)
         raise KeyboardInterrupt
     for f in result.findings:
         if f.signature == signature:

@@ -139,11 +139,11 @@ def reap_stale_segments() -> list[str]:
                  or (state == _segment.UNBORN and now - st.st_mtime > _segment.UNBORN_GRACE_S))
         if not stale:
             if any(secret):
-                keep.update("sem." + n for n in _turnstile.chain_names(secret))
+                keep.update("sem." + n for n in _turnstile.chain_names(name, secret))
             continue
         remove_name(segment_path(name))
         if any(secret):
-            _turnstile.unlink_secret(secret)
+            _turnstile.unlink_secret(name, secret)
         if not secret:
             _unlink_legacy_chains(name)
         removed.append(name)
