@@ -37,6 +37,7 @@ import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import psutil
 
@@ -255,8 +256,14 @@ def run_path(work: str, path: str, backend: str) -> list[str]:
 ALL_PATHS = [*PATHS, "pytest-timeout (signal)", "pytest-timeout (thread)"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        print(f"leaks: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=("threads", "processes"), action="append")
     ap.add_argument("--only", choices=ALL_PATHS, action="append")
     args = ap.parse_args(argv)
