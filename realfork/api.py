@@ -8,9 +8,15 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import os
+import sys
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +31,8 @@ from .machine.hosts import declare as declare_hosts
 from .machine.processes import WANT_IDLE, ProcessesMachine
 from .machine.threads import ThreadFactory
 from .probes.ring import ProbeEvent
-from .shm.segment import Layout
+from .shm.segment import Layout, remove_name, segment_path
+from .shm.turnstile import ChainLocks
 from .sync.condvar import cv_reltimedwait
 from .sync.domain import Substrate
 from .sync.mutex import mutex_enter, mutex_exit
@@ -36,6 +43,14 @@ from .user.parser import parse
 from .user.program import Program
 
 RUN_POLL_NS = 20_000_000  # the supervisor drains probes at least this often
+# How long ``close`` waits for calls in flight in other threads (woken by the
+# shutdown) to leave the segment before it returns with the unmapping left to
+# the last of them; the names in /dev/shm are removed at once either way.
+CLOSE_WAIT_S = 10.0
+# How long a call that finds the kernel closing waits for the closer to record
+# the last counters and report (the closer waits up to 30 s for a report that
+# another process is still writing).
+FINALS_WAIT_S = 60.0
 COUNTERS = ("sysfork", "sysvfork", "sysforkall", "fork_fail", "syscalls", "nexec", "nexit",
             "nlwp_create", "holds", "vfork_waits", "procovf")
 
@@ -72,8 +87,21 @@ def as_program(program: str | bytes | Program) -> Program:
     raise BadInput(f"a program is text, msgpack bytes or a Program, not {type(program).__name__}")
 
 
+_OPEN, _CLOSING, _CLOSED = "open", "closing", "closed"
+
+
 class System:
-    """A booted kernel (use ``realfork.boot``)."""
+    """A booted kernel (use ``realfork.boot``).
+
+    Every method that reads the kernel's shared-memory segment does so inside
+    ``_reading``, which refuses a kernel that is closing and counts the calls
+    in flight; ``close`` (from any thread, a watchdog's included) refuses new
+    calls, wakes the kernel's sleepers so the calls in flight return, and
+    unmaps the segment only once none is left: the last call out unmaps it if
+    ``close`` stopped waiting for it.  A read of an unmapped segment would
+    crash the interpreter, so checking ``closed`` before reading is not
+    enough: the check and the read must not let a close in between.
+    """
 
     def __init__(self, params: KernelParams) -> None:
         self.params = params
@@ -89,6 +117,21 @@ class System:
             deadlock_timeout=float(params.deadlock_timeout),
             probe_capacity=params.probe_capacity, lockdep=params.lockdep, noise=params.noise,
             extra_layout=layout, extra_params={"kernel": params.to_dict()})
+        self._gate = threading.Condition(threading.Lock())
+        self._state = _OPEN
+        self._readers = 0  # calls inside _reading, all threads together
+        self._depth = threading.local()  # this thread's nesting of _reading
+        self._unmap_by_last_reader = False
+        self._finals = threading.Event()  # the last counters and report are recorded
+        self._final_report: WaitReport | None = None
+        self._final_panicked = False
+        self._final_counters: dict[str, int] = {}
+        self._close_lock = threading.Lock()
+        self.runs = 0
+        self.last_program: bytes | None = None
+        self._sched: tuple[Any, Any] | None = None  # the adopted 'sched' thread of a run
+        self._t0 = 0.0
+        _remember(self)
         try:
             self.K = K = Kernel(self.dom, params)
             self.dom.sig_pending = sig_pending_hook(K)
@@ -96,25 +139,60 @@ class System:
             if params.backend == "processes":
                 K.machine = ProcessesMachine(K, lwp_main, sysproc_main)
                 K.machine.start()  # the fork server, before any lwp exists
+                _remember_forkserver(self.dom.name, K.machine)
             else:
                 K.machine = ThreadsMachine(K, lwp_main, sysproc_main)
             with ThreadFactory.adopt(self.dom, "sched") as t:
                 kernel_main(K, t)
         except BaseException:
+            _forget(self.dom.name)
             self.dom.shutdown()
             raise
-        self.runs = 0
-        self.last_program: bytes | None = None
-        self._sched: tuple[Any, Any] | None = None  # the adopted 'sched' thread of a run
-        self._t0 = 0.0
-        self._close_lock = threading.Lock()
-        self._final_report: WaitReport | None = None
-        self._final_counters: dict[str, int] = {}
         self._system_threads = self.dom.kthreads.hdr.nused  # pageout, fsflush
 
     @property
     def name(self) -> str:
         return self.dom.name
+
+    # -- keeping the segment mapped while it is read -----------------------------------
+
+    def _try_enter(self) -> bool:
+        """Count this thread in as a reader; False if the kernel is closing
+        (a call nested in one already in flight is always let in: the outer
+        one keeps the segment mapped)."""
+        depth = getattr(self._depth, "n", 0)
+        with self._gate:
+            if depth == 0 and self._state != _OPEN:
+                return False
+            self._readers += 1
+        self._depth.n = depth + 1
+        return True
+
+    def _leave(self) -> None:
+        self._depth.n -= 1
+        with self._gate:
+            self._readers -= 1
+            if self._readers:
+                return
+            self._gate.notify_all()
+            last = self._unmap_by_last_reader
+            self._unmap_by_last_reader = False
+        if last:  # close gave up waiting for this call: finish it now
+            self._finish_close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A block that reads the segment; BadInput if the kernel is closed."""
+        if not self._try_enter():
+            raise BadInput(f"kernel {self.name} is closed")
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _final(self) -> None:
+        """Wait for a closer in another thread to record the last state."""
+        self._finals.wait(FINALS_WAIT_S)
 
     # -- running programs --------------------------------------------------------------
 
@@ -135,8 +213,11 @@ class System:
         """Start init with ``program`` and return at once; ``poll`` while it
         runs, then ``stop`` (from the same OS thread)."""
         prog = as_program(program)
+        with self._reading():
+            self._start(prog)
+
+    def _start(self, prog: Program) -> None:
         K = self.K
-        self._require_open()
         if self.dom.panicked:
             raise KernelPanic("the kernel has panicked; boot a new one")
         if self._sched is not None:
@@ -171,22 +252,39 @@ class System:
     @property
     def running(self) -> bool:
         """Is the run started by ``start`` still going (init alive, no panic)?"""
-        return self._sched is not None and not self.K.g.init_exited and not self.dom.panicked
+        if not self._try_enter():
+            return False
+        try:
+            return (self._sched is not None and not self.K.g.init_exited
+                    and not self.dom.panicked)
+        finally:
+            self._leave()
+
+    @property
+    def panicked(self) -> bool:
+        """Has the kernel panicked (also after close)?"""
+        if not self._try_enter():
+            self._final()
+            return self._final_panicked
+        try:
+            return self.dom.panicked
+        finally:
+            self._leave()
 
     def poll(self, wait: float) -> list[ProbeEvent]:
         """Sleep up to ``wait`` seconds (less if init exits); the probes fired since."""
         K = self.K
-        self._require_open()
-        if self.running:
-            # sleep until init's exit broadcasts run_cv (or a while passes)
-            try:
-                mutex_enter(K.pidlock)
-                if not K.g.init_exited:
-                    cv_reltimedwait(K.run_cv, K.pidlock, int(wait * 1e9))
-                mutex_exit(K.pidlock)
-            except KernelPanic:
-                pass
-        return self.dom.ring.drain()
+        with self._reading():
+            if self.running:
+                # sleep until init's exit broadcasts run_cv (or a while passes)
+                try:
+                    mutex_enter(K.pidlock)
+                    if not K.g.init_exited:
+                        cv_reltimedwait(K.run_cv, K.pidlock, int(wait * 1e9))
+                    mutex_exit(K.pidlock)
+                except KernelPanic:
+                    pass
+            return self.dom.ring.drain()
 
     def kill(self, pids: list[int] | set[int], sig: int = 9) -> list[int]:
         """Post ``sig`` (SIGKILL by default) to every user process of ``pids``
@@ -195,30 +293,33 @@ class System:
         from .kernel.pid import prfind
 
         K = self.K
-        self._require_open()
-        if self._sched is None or self.dom.panicked:
-            return []
-        sent: list[int] = []
-        try:
-            mutex_enter(K.pidlock)
-            for pid in sorted(pids):
-                p = prfind(K, pid)
-                if p is None or p.s.p_flag & SSYS or p.s.p_stat in (SZOMB, SIDL):
-                    continue  # gone, a system process, or not yet fully made
-                mutex_enter(p.p_lock)
-                sigtoproc(K, p, sig)
-                mutex_exit(p.p_lock)
-                sent.append(pid)
-            mutex_exit(K.pidlock)
-        except KernelPanic:
-            pass  # the caller sees the panic at its next poll
-        return sent
+        with self._reading():
+            if self._sched is None or self.dom.panicked:
+                return []
+            sent: list[int] = []
+            try:
+                mutex_enter(K.pidlock)
+                for pid in sorted(pids):
+                    p = prfind(K, pid)
+                    if p is None or p.s.p_flag & SSYS or p.s.p_stat in (SZOMB, SIDL):
+                        continue  # gone, a system process, or not yet fully made
+                    mutex_enter(p.p_lock)
+                    sigtoproc(K, p, sig)
+                    mutex_exit(p.p_lock)
+                    sent.append(pid)
+                mutex_exit(K.pidlock)
+            except KernelPanic:
+                pass  # the caller sees the panic at its next poll
+            return sent
 
     def stop(self) -> RunResult:
         """End the run: SIGKILL every user process still alive, reap them all;
         what the run produced (probes since the last ``poll``)."""
+        with self._reading():
+            return self._stop()
+
+    def _stop(self) -> RunResult:
         K = self.K
-        self._require_open()
         if self._sched is None:
             raise BadInput("no run in progress")
         killed: list[int] = []
@@ -236,7 +337,7 @@ class System:
         # writing its report: wait for it rather than report a clean run
         report = self.dom.panic_report(wait=30.0) if self.dom.panicked else None
         status = g.init_status if g.init_exited else None
-        return RunResult(status, probes, self.counters(), report, killed,
+        return RunResult(status, probes, self._counters(), report, killed,
                          time.monotonic() - self._t0)
 
     def _leave_sched(self) -> None:
@@ -306,8 +407,15 @@ class System:
 
     def counters(self) -> dict[str, int]:
         """The kernel's counters (after ``close``, as they were when it closed)."""
-        if self.dom.closed:
+        if not self._try_enter():
+            self._final()
             return dict(self._final_counters)
+        try:
+            return self._counters()
+        finally:
+            self._leave()
+
+    def _counters(self) -> dict[str, int]:
         g = self.K.g
         c = {name: int(getattr(g, name)) for name in COUNTERS}
         c["nproc"] = g.nproc
@@ -325,8 +433,8 @@ class System:
         """Run the invariant checker; raises InvariantViolation listing every problem."""
         from .kernel.check import check_kernel
 
-        self._require_open()
-        check_kernel(self.K)
+        with self._reading():
+            check_kernel(self.K)
 
     def check_running(self, timeout: float = 5.0) -> list[str] | None:
         """Pause the running kernel at a quiescent point, run the invariant
@@ -336,57 +444,197 @@ class System:
         that one waits in ``run``/``poll`` (``realfork.kernel.pause``)."""
         from .kernel.pause import check_running
 
-        self._require_open()
-        return check_running(self.K, timeout)
+        with self._reading():
+            return check_running(self.K, timeout)
 
     @property
     def closed(self) -> bool:
-        return self.dom.closed
-
-    def _require_open(self) -> None:
-        # every handle over the segment dangles once it is unmapped: refuse
-        # rather than let a read of it crash the interpreter
-        if self.dom.closed:
-            raise BadInput(f"kernel {self.name} is closed")
+        """Has ``close`` begun (from any thread)?  Then nothing reads the segment."""
+        return self._state != _OPEN
 
     def panic_report(self) -> WaitReport | None:
         """The panic or deadlock report, if the kernel panicked (also after close)."""
-        with self._close_lock:
-            if self.dom.closed:
-                return self._final_report
+        if not self._try_enter():
+            self._final()
+            return self._final_report
+        try:
             return self.dom.panic_report() if self.dom.panicked else None
+        finally:
+            self._leave()
 
     def panic(self, message: str, kind: str = "panic") -> WaitReport | None:
         """Stop the kernel now with a report (for watchdogs); its report."""
-        with self._close_lock:
-            if self.dom.closed:
-                return self._final_report
+        if not self._try_enter():
+            self._final()
+            return self._final_report
+        try:
             if not self.dom.panicked:
                 try:
                     self.dom.panic(message, kind=kind)
                 except KernelPanic:
                     pass
             return self.dom.panic_report()
+        finally:
+            self._leave()
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
+        """Shut the kernel down and release every OS object it holds.
+
+        Safe from any thread, also while other threads are inside calls of
+        this System: they are refused from now on or woken, and the segment is
+        unmapped once the last of them has left.  ``wait`` (``CLOSE_WAIT_S``
+        by default): how long to wait for them; if some are still inside then,
+        close returns and the last one out finishes the shutdown.  The names
+        in /dev/shm go first, so a process that exits at any moment after
+        (``os._exit`` included) leaves nothing there."""
+        wait = CLOSE_WAIT_S if wait is None else wait
         with self._close_lock:
-            if self.dom.closed:
-                return
-            self._final_report = (self.dom.panic_report(wait=30.0) if self.dom.panicked
-                                  else None)
-            self._final_counters = self.counters()
+            with self._gate:
+                if self._state != _OPEN:
+                    return
+                self._state = _CLOSING
+                mine = getattr(self._depth, "n", 0)
+                others = self._readers - mine
+            _forget(self.name)
+            dom = self.dom
+            try:
+                # This thread is the closer: the segment stays mapped until it
+                # says otherwise, so it may read it here.
+                dom.seg.unlink()
+                dom.chains.unlink()
+                if not dom.panicked and (self._sched is not None or others):
+                    dom.g.shutting_down = 1  # wake the calls in flight (a poll's sleep)
+                    dom.wake_all_sleepers()
+                with self._gate:
+                    self._gate.wait_for(lambda: self._readers <= mine, timeout=wait)
+                self._final_panicked = dom.panicked
+                self._final_report = dom.panic_report(wait=30.0) if dom.panicked else None
+                self._final_counters = self._counters()
+            finally:
+                # also when interrupted (pytest-timeout's signal, ^C): the
+                # shutdown happens, now or when the last call leaves
+                self._finals.set()
+                with self._gate:
+                    now = self._readers == 0
+                    self._unmap_by_last_reader = not now
+                if now:
+                    self._finish_close()
+
+    def _finish_close(self) -> None:
+        """The end of ``close``, once no call reads the segment."""
+        try:
             if self._sched is not None:  # closed in the middle of a run
-                if not self.dom.panicked:
-                    self.dom.g.shutting_down = 1
-                    self.dom.wake_all_sleepers()
                 self._leave_sched()
+        finally:
             self.dom.shutdown()
+            self._state = _CLOSED
 
     def __enter__(self) -> System:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- kernels still open when the interpreter exits ---------------------------------------
+
+_BOOTED_LOCK = threading.Lock()
+
+
+@dataclass
+class _Booted:
+    """What closing a kernel at exit needs, without keeping it alive."""
+
+    pid: int  # the OS process that booted it (a forked child closes nothing)
+    system: weakref.ref[System]
+    dom: weakref.ref[Substrate]
+    forkserver_pid: int = 0  # the processes backend's fork server, and the
+    forkserver_fd: int = -1  # pipe whose end tells it the supervisor is gone
+    forkserver_pipe: tuple[int, int] = (0, 0)  # that pipe's (st_dev, st_ino)
+
+
+_BOOTED: dict[str, _Booted] = {}
+_ATEXIT_REGISTERED = False
+
+
+def _remember(system: System) -> None:
+    global _ATEXIT_REGISTERED
+    with _BOOTED_LOCK:
+        _BOOTED[system.dom.name] = _Booted(os.getpid(), weakref.ref(system),
+                                           weakref.ref(system.dom))
+        if not _ATEXIT_REGISTERED:
+            atexit.register(close_all_at_exit)
+            _ATEXIT_REGISTERED = True
+
+
+def _remember_forkserver(name: str, machine: ProcessesMachine) -> None:
+    with _BOOTED_LOCK:
+        b = _BOOTED.get(name)
+        if b is not None:
+            b.forkserver_pid, b.forkserver_fd = machine.forkserver_pid, machine._wfd
+            st = os.fstat(b.forkserver_fd)
+            b.forkserver_pipe = (st.st_dev, st.st_ino)
+
+
+def _forget(name: str) -> None:
+    with _BOOTED_LOCK:
+        _BOOTED.pop(name, None)
+
+
+def open_kernels() -> list[str]:
+    """Names of the kernels this process booted and has not closed."""
+    with _BOOTED_LOCK:
+        return [n for n, b in _BOOTED.items() if b.pid == os.getpid()]
+
+
+def close_all_at_exit() -> None:
+    """Shut down every kernel this process booted and did not close.
+
+    Registered with ``atexit`` at the first boot, so that a script ending with
+    ``sys.exit`` or an uncaught exception, or a ``start`` never stopped, leaves
+    no segment, semaphore, thread or host process behind; a process forked
+    from the booting one (the fork server, a host) closes nothing."""
+    with _BOOTED_LOCK:
+        entries = [(n, b) for n, b in _BOOTED.items() if b.pid == os.getpid()]
+    for name, b in entries:
+        try:
+            system, dom = b.system(), b.dom()
+            if system is not None:
+                system.close()
+            elif dom is not None:
+                dom.shutdown()
+            else:  # nothing in this process maps it any more
+                remove_name(segment_path(name))
+                ChainLocks.unlink_names(name)
+                if b.forkserver_pid:
+                    _end_forkserver(b)
+        except Exception as e:  # one kernel's failure must not keep the others open
+            print(f"realfork: closing kernel {name} at exit: {e}", file=sys.stderr)
+        finally:
+            _forget(name)
+
+
+def _end_forkserver(b: _Booted) -> None:
+    """The fork server of a kernel whose objects are gone: closing its pipe
+    tells it the supervisor is gone, so it kills and reaps its hosts and
+    exits; reap it.  (The descriptor is closed only if it is still that
+    pipe: once closed, its number may name another file.)"""
+    pid, fd = b.forkserver_pid, b.forkserver_fd
+    with contextlib.suppress(OSError):
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == b.forkserver_pipe:
+            os.close(fd)
+    deadline = time.monotonic() + CLOSE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
 
 
 def boot(**params: Any) -> System:
