@@ -33,6 +33,7 @@ from .machine.threads import ThreadFactory
 from .probes.ring import ProbeEvent
 from .shm.segment import Layout, remove_name, segment_path
 from .shm.turnstile import ChainLocks
+from .sync import sigdefer
 from .sync.condvar import cv_reltimedwait
 from .sync.domain import Substrate
 from .sync.mutex import mutex_enter, mutex_exit
@@ -186,7 +187,12 @@ class System:
         if not self._try_enter():
             raise BadInput(f"kernel {self.name} is closed")
         try:
-            yield
+            # A stop signal's exception must not land inside a kernel operation
+            # (it would leave a chain lock held or a lock's words half updated,
+            # and the close after it would wait on them): within the call it is
+            # only recorded, and it is raised when the call returns.
+            with sigdefer.deferred():
+                yield
         finally:
             self._leave()
 
@@ -197,15 +203,20 @@ class System:
     # -- running programs --------------------------------------------------------------
 
     def run(self, program: str | bytes | Program, timeout: float | None = None) -> RunResult:
-        """Boot init with ``program``; wait until it exits; kill and reap the rest."""
-        self.start(program)
-        probes: list[ProbeEvent] = []
-        deadline = None if timeout is None else self._t0 + timeout
-        while self.running:
-            probes.extend(self.poll(RUN_POLL_NS / 1e9))
-            if deadline is not None and time.monotonic() > deadline and self.running:
-                self.panic(f"run did not finish within {timeout:g} s", kind="hang")
-        result = self.stop()
+        """Boot init with ``program``; wait until it exits; kill and reap the rest.
+
+        A SIGINT or SIGTERM during the run ends it as a finished run ends
+        (every process killed and reaped), then reaches its handler as usual
+        (KeyboardInterrupt, or the command line's exit)."""
+        with sigdefer.deferred() as stop_signal:
+            self.start(program)
+            probes: list[ProbeEvent] = []
+            deadline = None if timeout is None else self._t0 + timeout
+            while self.running and not stop_signal.signum:
+                probes.extend(self.poll(RUN_POLL_NS / 1e9))
+                if deadline is not None and time.monotonic() > deadline and self.running:
+                    self.panic(f"run did not finish within {timeout:g} s", kind="hang")
+            result = self.stop()
         result.probes[:0] = probes
         return result
 
@@ -488,7 +499,7 @@ class System:
         in /dev/shm go first, so a process that exits at any moment after
         (``os._exit`` included) leaves nothing there."""
         wait = CLOSE_WAIT_S if wait is None else wait
-        with self._close_lock:
+        with sigdefer.deferred(), self._close_lock:
             with self._gate:
                 if self._state != _OPEN:
                     return
@@ -639,7 +650,9 @@ def _end_forkserver(b: _Booted) -> None:
 
 def boot(**params: Any) -> System:
     """Boot a kernel; see ``realfork.kernel.params.KernelParams`` for the parameters."""
-    return System(make_params(**params))
+    kp = make_params(**params)
+    with sigdefer.deferred():  # a ^C during the boot is raised once it is whole
+        return System(kp)
 
 
 def _unlink_zombies(K: Kernel, procs: list[Any]) -> None:

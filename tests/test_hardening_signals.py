@@ -437,3 +437,30 @@ def test_interrupted_stress_command_exits_with_its_summary(
     if alive:
         os.killpg(p.pid, signal.SIGKILL)
     assert not alive, "a fork server or host outlived the command"
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_system_run_sigint_inside_pidlock_section_stops_the_run_cleanly(
+        default_sigint: None, backend: str) -> None:
+    """``System.run`` (what ``realfork run`` and API users call) takes SIGINT
+    between updating pidlock's words and releasing its chain lock, in the
+    main thread: the run still ends as a finished run ends (every process
+    killed and reaped, no panic), and only then does KeyboardInterrupt reach
+    the caller; the kernel stays consistent and closes cleanly."""
+    system = realfork.boot(backend=backend, nproc=32, deadlock_timeout=5.0)
+    try:
+        m = system.K.pidlock
+        w = SignalInside(m.lk, signal.SIGINT, nth=3)  # in start or the first polls
+        m.lk = w
+        with pytest.raises(KeyboardInterrupt):
+            system.run("fork1\n beq rv, 0, child\n sleep 600000\n exit 0\n"
+                       "child: sleep 600000\n exit 0")
+        assert w.fired
+        m.lk = w.lk
+        assert chain_free(w.lk), "the chain lock stayed held"
+        assert not system.running and not system.panicked
+        system.check()  # the invariants hold after the interrupted run
+        assert system.panic_report() is None
+    finally:
+        system.close()
+    assert system.panic_report() is None
