@@ -23,6 +23,7 @@ from ..probes.ring import ProbeRing, declare_ring
 from ..shm import libc
 from ..shm import segment as _segment
 from ..shm import turnstile as _turnstile
+from ..shm import undertaker as _undertaker
 from ..shm.segment import (
     NAME_PREFIX,
     SHM_DIR,
@@ -232,11 +233,13 @@ class Substrate:
         recorded = dict(p, **(extra_params or {}))
         seg = Segment.create(layout, msgpack.packb(recorded))
         CREATED_HERE.append(seg.name)
+        _undertaker.booted(seg.name)  # it removes the kernel if this process is killed
         try:
             chains = ChainLocks.create(seg)
             seg.publish()  # attachable from here: header and chain locks complete
         except BaseException:
             seg.unlink()
+            _undertaker.closed(seg.name)
             seg.unmap()
             raise
         dom = cls(seg, chains)
@@ -556,6 +559,7 @@ class Substrate:
             if self.seg.creator:
                 self.chains.unlink()
                 self.seg.unlink()  # the name, then the liveness lock
+                _undertaker.closed(self.name)
             if not stuck:
                 self._handles.clear()
                 self._kt_handles.clear()
