@@ -223,8 +223,8 @@ def booted(name: str) -> None:
         _LIVE[name] = None
         if _CURRENT is not None:
             _send(b"+" + name.encode() + b"\n")
-        elif not _GAVE_UP:
-            _start()
+        if _CURRENT is None and not _GAVE_UP:
+            _start()  # the first, or one in place of one lost: told every kernel open
 
 
 def closed(name: str) -> None:
@@ -292,8 +292,8 @@ def _start() -> None:
 def _send(line: bytes) -> None:
     """One line to the undertaker (under _LOCK).  A line of at most PIPE_BUF
     bytes is written whole or not at all.  If it cannot be written (the
-    undertaker died, or stopped reading), this one is let go and the next
-    boot starts another."""
+    undertaker died, or stopped reading), this one is let go (killed and
+    reaped) and the next boot starts another."""
     global _CURRENT, _WHY_NOT
     u = _CURRENT
     assert u is not None
