@@ -65,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import stat
 import subprocess
@@ -81,6 +82,7 @@ ENV_SWITCH = "REALFORK_UNDERTAKER"  # "0", "off", "no" or "false": never start o
 GRACE_S = 5.0  # at end-of-file, how long a kernel still locked is waited for
 POLL_S = 0.02
 KILL_WAIT_S = 5.0  # reaping it after SIGKILL (it cannot block that)
+BEHIND_WAIT_S = 1.0  # how long a boot waits for room in a full pipe before giving it up
 # the names Segment.create makes: NAME_PREFIX and 12 random bytes in hex
 NAME_RE = re.compile(re.escape(_segment.NAME_PREFIX) + r"[0-9a-f]{24}")
 MAX_LINE = 256
@@ -291,9 +293,10 @@ def _start() -> None:
 
 def _send(line: bytes) -> None:
     """One line to the undertaker (under _LOCK).  A line of at most PIPE_BUF
-    bytes is written whole or not at all.  If it cannot be written (the
-    undertaker died, or stopped reading), this one is let go (killed and
-    reaped) and the next boot starts another."""
+    bytes is written whole or not at all; a full pipe (it reads slower than a
+    loop of boots writes) is waited for up to ``BEHIND_WAIT_S``.  If it cannot
+    be written (the undertaker died, or stopped reading), this one is let go
+    (killed and reaped) and the next boot starts another."""
     global _CURRENT, _WHY_NOT
     u = _CURRENT
     assert u is not None
@@ -302,8 +305,14 @@ def _send(line: bytes) -> None:
         if (st.st_dev, st.st_ino) != u.pipe:
             u.fd = -1  # closed behind our back: the number is someone else's now
             raise OSError("its pipe was closed by someone else")
-        os.write(u.fd, line)
-        return
+        try:
+            os.write(u.fd, line)
+            return
+        except BlockingIOError:  # its pipe is full: it is behind (a flood of boots)
+            if not select.select([], [u.fd], [], BEHIND_WAIT_S)[1]:
+                raise OSError("it stopped reading") from None
+            os.write(u.fd, line)
+            return
     except OSError as e:
         _WHY_NOT = f"lost it ({e}); the next boot starts another"
     _CURRENT = None
