@@ -117,8 +117,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
 def reap_stale_segments() -> list[str]:
     """Remove this user's segments that no process holds any more.
 
-    A supervisor killed with SIGKILL cannot clean up after itself; the next
-    boot (or ``realfork`` command) does it.  A segment is stale only when it
+    A supervisor killed with SIGKILL cannot clean up after itself; its
+    undertaker (``shm.undertaker``) does at once, and the next boot (or
+    ``realfork`` command) whatever that could not.  A segment is stale only when it
     is published and its liveness lock is free (``segment.probe``): then its
     creator and every process forked from it are gone, in whatever PID
     namespace they ran.  A segment never published is left alone for a
