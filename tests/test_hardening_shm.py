@@ -334,7 +334,9 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_segment_of_a_sigkilled_creator_is_reaped_even_if_its_pid_is_reused() -> None:
     import psutil
 
-    r = subprocess.run([sys.executable, "-c", CHILD_KILLED], env=ENV, capture_output=True,
+    # with no undertaker, which would remove it before the reaper could
+    r = subprocess.run([sys.executable, "-c", CHILD_KILLED],
+                       env=dict(ENV, REALFORK_UNDERTAKER="0"), capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == -signal.SIGKILL
     name, *chains = r.stdout.split()

@@ -8,8 +8,10 @@ kernel and reports, into a file, the kernel's name and its OS child processes
 the tool counts, for that kernel only (others' kernels share /dev/shm):
 
 * segments: /dev/shm/<name> still there;
-* semaphores: /dev/shm/sem.<name>.N still there (a kernel has 64);
-* processes: the supervisor's children still running;
+* semaphores: /dev/shm/sem.<name>-tc-<hash> (or an older realfork's
+  sem.<name>.N) still there (a kernel has 64);
+* processes: the supervisor's children still running (its undertaker apart:
+  see below);
 * threads: kernel threads ("realfork*") still alive in the supervisor when it
   went on after the kernel (close, an exception out of ``with``, a panic, the
   rest of a pytest session) or at the very end of its interpreter (sys.exit,
@@ -18,10 +20,13 @@ the tool counts, for that kernel only (others' kernels share /dev/shm):
 
 SIGKILL (and SIGTERM, whose default action is the same for Python) skips every
 cleanup in the supervisor.  Whatever is left right after the exit is counted
-again once the processes backend's fork server is done (it kills its hosts and
-removes the names when the supervisor's pipe closes; how long that took is
-shown) and after the next boot (which removes segments whose creator is
-gone).
+again once the helpers are done: the supervisor's undertaker
+(realfork.shm.undertaker, which removes its kernels once its pipe reaches
+end-of-file) has exited, and on the processes backend the fork server and its
+hosts too (it kills its hosts and removes the names when the supervisor's pipe
+closes); how long that took is shown.  If anything is still left, it is
+counted once more after the next boot (which removes segments whose creator is
+gone).  The tool also runs on a realfork without an undertaker.
 """
 
 from __future__ import annotations
@@ -63,9 +68,19 @@ atexit.register(lambda: note(threads_at_exit=kernel_threads()))
 
 import psutil, realfork
 
+def undertaker():
+    try:
+        from realfork.shm.undertaker import status
+    except ImportError:  # a realfork without one
+        return [0, 0.0]
+    pid = status()["pid"]
+    return [pid, psutil.Process(pid).create_time() if pid else 0.0]
+
 def booted(system):
-    kids = [[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)]
-    note(name=system.name, kids=kids)
+    u = undertaker()
+    kids = [[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)
+            if p.pid != u[0]]
+    note(name=system.name, kids=kids, undertaker=u)
     return system
 
 BACKEND = sys.argv[1]
@@ -121,7 +136,9 @@ PATHS: dict[str, str] = {
         time.sleep(120)
     ''',
 }
-SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
+PATHS["SIGKILL to the process group"] = PATHS["SIGKILL"]  # the fork server and hosts too
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL,
+           "SIGKILL to the process group": signal.SIGKILL}
 
 PYTEST_FILE = '''
 import json, os, threading, time, psutil, pytest
@@ -135,8 +152,15 @@ def note(**kw):
 @pytest.mark.timeout(4)
 @pytest.mark.realfork(backend={backend!r}, deadlock_timeout=600)
 def test_hang(kernel):
-    kids = [[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)]
-    note(name=kernel.name, kids=kids)
+    try:
+        from realfork.shm.undertaker import status
+        pid = status()["pid"]
+    except ImportError:
+        pid = 0
+    u = [pid, psutil.Process(pid).create_time() if pid else 0.0]
+    kids = [[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)
+            if p.pid != pid]
+    note(name=kernel.name, kids=kids, undertaker=u)
     threading.Thread(target=kernel.run, args=({spin!r},), daemon=True).start()
     time.sleep(60)   # the test hangs outside the kernel: pytest-timeout fires
 
@@ -159,7 +183,7 @@ class Leftovers:
 def count(name: str, kids: list[list[float]]) -> Leftovers:
     shm = os.listdir("/dev/shm")
     segs = sum(1 for n in shm if n == name)
-    sems = sum(1 for n in shm if n.startswith(f"sem.{name}."))
+    sems = sum(1 for n in shm if n.startswith((f"sem.{name}-tc-", f"sem.{name}.")))
     alive = 0
     for pid, created in kids:
         try:
@@ -225,10 +249,15 @@ def run_path(work: str, path: str, backend: str) -> list[str]:
         script = os.path.join(work, f"supervisor-{n}.py")
         safeio.create_new(script, code.encode())
         if path in SIGNALS:
+            group = path.endswith("process group")
             sup = subprocess.Popen([sys.executable, script, backend], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=group)
             wait_for(out, "ready")
-            sup.send_signal(SIGNALS[path])
+            if group:
+                os.killpg(sup.pid, SIGNALS[path])
+            else:
+                sup.send_signal(SIGNALS[path])
             status = sup.wait(120)
         else:
             status = subprocess.run([sys.executable, script, backend], env=env,
@@ -238,19 +267,33 @@ def run_path(work: str, path: str, backend: str) -> list[str]:
     if not name:
         return [str(status), "no kernel name reported", "", "", ""]
     kids = notes.get("kids", [])
+    upid, ucreated = notes.get("undertaker", [0, 0.0])
     then = count(name, kids)
     threads = notes.get("threads_after", notes.get("threads_at_exit", "-"))
     settled = ""
-    if then.processes:  # the fork server cleans up once the supervisor's pipe closes
+    if then.segments or then.semaphores or then.processes or alive(upid, ucreated):
+        # the undertaker removes what is left once its pipe reaches end-of-file;
+        # the fork server cleans up once the supervisor's pipe closes
         t0 = time.monotonic()
-        while count(name, kids).processes and time.monotonic() - t0 < 10:
-            time.sleep(0.01)
+        while (count(name, kids).processes or alive(upid, ucreated)) \
+                and time.monotonic() - t0 < 10:
+            time.sleep(0.005)
         settled = f"{count(name, kids)} ({time.monotonic() - t0:.2f} s later)"
     later = ""
-    if then.segments or then.semaphores or then.processes:
+    if settled and settled.split(" (")[0] != str(Leftovers(0, 0, 0)):
         next_boot()
         later = str(count(name, kids))
-    return [str(status), str(then), str(threads), settled, later]
+    return [str(status), str(then), str(threads), settled or "-", later or "-"]
+
+
+def alive(pid: int, created: float) -> bool:
+    if not pid:
+        return False
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - created) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 ALL_PATHS = [*PATHS, "pytest-timeout (signal)", "pytest-timeout (thread)"]
@@ -270,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     backends = args.backend or ["threads", "processes"]
     paths = args.only or ALL_PATHS
     header = ["exit path", "backend", "exit status", "left right after",
-              "threads", "once the fork server is done", "after the next boot"]
+              "threads", "once the undertaker (and fork server) are done",
+              "after the next boot"]
     rows = []
     sys.path.insert(0, HERE)
     with tempfile.TemporaryDirectory(prefix="realfork-leaks-") as work:  # mkdtemp: 0700

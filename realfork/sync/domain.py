@@ -23,6 +23,7 @@ from ..probes.ring import ProbeRing, declare_ring
 from ..shm import libc
 from ..shm import segment as _segment
 from ..shm import turnstile as _turnstile
+from ..shm import undertaker as _undertaker
 from ..shm.segment import (
     NAME_PREFIX,
     SHM_DIR,
@@ -116,8 +117,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
 def reap_stale_segments() -> list[str]:
     """Remove this user's segments that no process holds any more.
 
-    A supervisor killed with SIGKILL cannot clean up after itself; the next
-    boot (or ``realfork`` command) does it.  A segment is stale only when it
+    A supervisor killed with SIGKILL cannot clean up after itself; its
+    undertaker (``shm.undertaker``) does at once, and the next boot (or
+    ``realfork`` command) whatever that could not.  A segment is stale only when it
     is published and its liveness lock is free (``segment.probe``): then its
     creator and every process forked from it are gone, in whatever PID
     namespace they ran.  A segment never published is left alone for a
@@ -232,11 +234,13 @@ class Substrate:
         recorded = dict(p, **(extra_params or {}))
         seg = Segment.create(layout, msgpack.packb(recorded))
         CREATED_HERE.append(seg.name)
+        _undertaker.booted(seg.name)  # it removes the kernel if this process is killed
         try:
             chains = ChainLocks.create(seg)
             seg.publish()  # attachable from here: header and chain locks complete
         except BaseException:
             seg.unlink()
+            _undertaker.closed(seg.name)
             seg.unmap()
             raise
         dom = cls(seg, chains)
@@ -556,6 +560,7 @@ class Substrate:
             if self.seg.creator:
                 self.chains.unlink()
                 self.seg.unlink()  # the name, then the liveness lock
+                _undertaker.closed(self.name)
             if not stuck:
                 self._handles.clear()
                 self._kt_handles.clear()
