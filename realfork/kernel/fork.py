@@ -357,13 +357,14 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
            2 if isvfork else (1 if isfork1 else 0), cs.p_lwpcnt)
     # 18. Set the child running, pidlock still held.
     #
-    # Once pidlock is dropped the child can be found and signalled: a SIGKILL
-    # could set it running into exit, and an SNOWAIT parent (or init) would
-    # reap it, so the slot could be freed and reused before we started its
-    # lwps.  The child's p_lock is therefore taken before pidlock is dropped
-    # (the order pidlock -> p_lock) and kept until continuelwps: exit needs
-    # that lock, so the child stays put.  For fork1 and forkall CL_FORKRET
-    # does the same, which is why pidlock is handed to it held.
+    # Once pidlock is dropped the child can be found and acted on (signals,
+    # /proc).  Were it to get as far as exit, an SNOWAIT parent (or init)
+    # would reap it and its slot could be reused before we started its lwps.
+    # The child's p_lock is therefore taken before pidlock is dropped (the
+    # order pidlock -> p_lock) and kept until continuelwps: whatever is done
+    # to the child needs that lock, and so does its exit, so it stays put.
+    # For fork1 and forkall CL_FORKRET does the same, which is why pidlock is
+    # handed to it held.
     if isvfork:
         mutex_enter(p.p_lock)
         s.p_flag |= SVFWAIT
