@@ -1,8 +1,10 @@
 """The catalogue of seeded kernel bugs.
 
-Each bug is a small, named switch on the real code path (``K.bug(name)`` at
-the place the mistake would be made), drawn from illumos's bug history (see
-docs/seeded-bugs.md) or from classic mistakes.  ``realfork.boot(bugs=
+Each bug is a small, named switch: one line, ``if K.bug(name): ...``, at the
+place the mistake would be made hands that step to a function that does it
+wrong, kept in the "Seeded bugs" section at the end of its module, off the
+path the correct kernel runs (``where`` names it).  The bugs are drawn from
+illumos's bug history (see docs/seeded-bugs.md) or from classic mistakes.  ``realfork.boot(bugs=
 [...])``, ``--bug NAME`` on ``realfork run`` and ``realfork stress``, and the
 pytest marker's ``bugs=[...]`` switch them on; ``realfork bugs`` lists them.
 
@@ -40,7 +42,7 @@ class Bug:
     name: str
     description: str  # one line
     origin: str  # "illumos 6339942", or "classic mistake"
-    where: str  # the code it changes
+    where: str  # the function that does it wrong, and the step it replaces
     kind: str  # the kind of finding it must produce
     signature: str  # regular expression for the whole finding signature
     detector: str  # what notices it
@@ -69,7 +71,7 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("vfork_keeps_holdlwp",
         "vfork does not clear the caller's TP_HOLDLWP, so a concurrent lwp_suspend "
         "hold-stops the vfork child and the parent waits for it forever",
-        "illumos 6339942", "cfork step 5", "hang",
+        "illumos 6339942", "realfork.kernel.fork._bug_vfork_keeps_holdlwp (cfork step 5)", "hang",
         r"hang: thread_stop_wait on t_cv \(lost wake-up\)",
         "a suspended lwp's wait knows it will never be continued: every other lwp of its "
         "process is stopped (the vfork parent, its held lwp, the child)",
@@ -77,7 +79,8 @@ CATALOGUE: tuple[Bug, ...] = (
         timing=True),
     Bug("holdlwp_cleared_unlocked",
         "vfork clears TP_HOLDLWP in t_proc_flag without holding p_lock",
-        "illumos 6361360", "cfork step 5", "panic",
+        "illumos 6361360", "realfork.kernel.fork._bug_holdlwp_cleared_unlocked (cfork step 5)",
+        "panic",
         r"panic: assertion failed: t_proc_flag of pid N lwp N changed without p_lock held "
         r"\(_clear_holdlwp\)",
         "ASSERT(MUTEX_HELD(&p->p_lock)) where t_proc_flag changes",
@@ -86,7 +89,9 @@ CATALOGUE: tuple[Bug, ...] = (
         "after as_dup fails, fork_fail takes the file lock while the parent still holds "
         "P_PR_LOCK, against a /proc controller that holds the file lock and waits for "
         "P_PR_LOCK",
-        "illumos 6533743", "_as_dup_failed (cfork step 7)", "deadlock",
+        "illumos 6533743",
+        "realfork.kernel.fork._bug_fork_fail_under_prlock (_as_dup_failed, cfork step 7)",
+        "deadlock",
         r"deadlock: fcnt_add, sprlock on f_tlock, pr_pid_cv",
         "deadlines and the wait-for cycle (P_PR_LOCK waiters name its holder)",
         _cfg({"proc": 2}, {"proc": {"victims": 2, "hold_ms": 0}},
@@ -95,7 +100,7 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("zone_set_late",
         "the child's p_zone is set after pid_assign made it visible to prfind, so a "
         "lookup that follows it finds NULL",
-        "illumos 6439016", "getproc step 2", "panic",
+        "illumos 6439016", "realfork.kernel.fork._bug_zone_set_late (getproc step 2)", "panic",
         r"panic: NULL pointer dereference: p_zone of pid N \(stat N\) \(prfind\)",
         "prfind follows the proc's p_zone (prfind_zone's zone comparison)",
         _cfg({"fork": 2, "probe": 1}),
@@ -103,7 +108,10 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("failed_child_not_disowned",
         "a failed fork frees the child without taking it off its parent's child and orphan "
         "lists (newproc's mistake, on the failure path cfork shares with it)",
-        "illumos 7412", "_free_failed_child (newproc, forklwperr)", "panic",
+        "illumos 7412",
+        "realfork.kernel.fork._bug_failed_child_not_disowned "
+        "(disown_proc, in _free_failed_child: newproc, forklwperr)",
+        "panic",
         r"panic: stale reference: p_(child|orphan|sibling|nextorph) on pid N's "
         r"(child|orphan) list names proc slot N, which is not its (child|orphan) "
         r"\(freed or reused\) \(.*\)",
@@ -111,13 +119,14 @@ CATALOGUE: tuple[Bug, ...] = (
         _cfg({"fork": 1}, faults={"forklwp": {"probability": 20}}, timeout=10.0)),
     Bug("relvm_parent_first",
         "relvm takes the parent's p_lock before the child's, against the declared order",
-        "classic mistake", "relvm", "lock-order",
+        "classic mistake", "realfork.kernel.fork._bug_relvm_parent_first (relvm)", "lock-order",
         r"lock order: p_lock/1 -> p_lock \(relvm\) against p_lock -> p_lock/1",
         "lockdep (the declared order child p_lock -> parent p_lock/1)",
         _cfg({"vfork": 1}, timeout=10.0)),
     Bug("relvm_lost_wakeup",
         "relvm clears the parent's SVFWAIT without signalling p_cv",
-        "classic mistake", "relvm", "hang",
+        "classic mistake", "realfork.kernel.fork._bug_relvm_lost_wakeup (relvm: _vfork_hand_back)",
+        "hang",
         r"hang: vfwait on p_cv \(lost wake-up\)",
         "lost wake-up detection (the vfork parent's waker has exited)",
         _cfg({"vfork": 1}, {"vfork": {"exec_every": 1, "image_ms": 5000}}, check_interval=0),
@@ -125,7 +134,7 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("vfwait_no_recheck",
         "vfwait trusts one wake-up without re-checking SVFORK: a spurious wake-up (a "
         "sibling's exit) returns the parent to user mode on the borrowed address space",
-        "classic mistake", "vfwait", "panic",
+        "classic mistake", "realfork.kernel.fork._bug_vfwait_no_recheck (vfwait)", "panic",
         r"panic: pid N lwp N returns to user mode on an address space its vfork child "
         r"still borrows \(.*\)",
         "the vfork parent's return to user mode on an address space still lent",
@@ -133,20 +142,25 @@ CATALOGUE: tuple[Bug, ...] = (
         timing=True),
     Bug("pidlock_dropped_before_forkret",
         "cfork drops pidlock before CL_FORKRET, which must take the child's p_lock first",
-        "classic mistake", "cfork step 18", "panic",
+        "classic mistake",
+        "realfork.kernel.fork._bug_pidlock_dropped_before_forkret (cfork step 18)",
+        "panic",
         r"panic: assertion failed: CL_FORKRET entered without pidlock held \(CL_FORKRET\)",
         "ASSERT(MUTEX_HELD(&pidlock)) in CL_FORKRET (ts_forkret)",
         _cfg({"fork": 1}, timeout=10.0)),
     Bug("fork_fail_skips_upcount_dec",
         "fork_fail forgets upcount_dec: every failed fork leaks one of its user's processes",
-        "classic mistake", "fork_fail", "invariant",
+        "classic mistake", "realfork.kernel.fork._bug_fork_fail_skips_upcount_dec (fork_fail)",
+        "invariant",
         r"invariant: (.*, )?A5(, .*)?",
         "invariant A5 (up_count = the user's processes)",
         _cfg({"fork": 1}, faults={"forklwp": {"probability": 20}}, timeout=10.0)),
     Bug("getproc_fail_skips_continuelwps",
         "when getproc fails, cfork returns without continuelwps: the caller's other lwps "
         "stay held",
-        "classic mistake", "cfork step 6", "invariant",
+        "classic mistake",
+        "realfork.kernel.fork._bug_getproc_fail_skips_continuelwps (cfork step 6)",
+        "invariant",
         r"invariant: (.*, )?D18(, .*)?",
         "invariant D18 (no lwp left held by a fork)",
         _cfg({"forkall": 1}, {"forkall": {"fail_ms": 200}},
@@ -154,7 +168,7 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("forkall_clones_unheld",
         "forkall's holdlwps does not wait for the other lwps to stop, so forklwp copies "
         "lwps that are still running",
-        "classic mistake", "holdlwps", "panic",
+        "classic mistake", "realfork.kernel.lwp._bug_forkall_clones_unheld (holdlwps)", "panic",
         r"panic: forklwp copies pid N lwp N, which is not held \(its state was copied "
         r"while it ran\) \(forklwp\)",
         "forklwp's assertion that its source is the caller or held",

@@ -4,6 +4,10 @@ A zombie keeps its pid, its /proc slot, its place in ``nproc`` and its
 upcount until its parent reaps it; the task hold and the pool reference go
 at exit.  Orphans go to init; init's own zombie children are reaped by the
 run's supervisor.
+
+The first line of each docstring says which locks the caller must hold and
+which are held on return.  Lock order as in fork.py: pidlock before any
+p_lock, so proc_exit drops p_lock before each section that needs pidlock.
 """
 
 from __future__ import annotations
@@ -56,13 +60,15 @@ if TYPE_CHECKING:
 
 
 def wstat(why: int, what: int) -> int:
-    """The status a parent's ``wait`` sees: the exit code, or 128 + signal."""
+    """Takes no locks.  The status a parent's ``wait`` sees: the exit code,
+    or 128 + signal."""
     return what & 0xFF if why == CLD_EXITED else 128 + what
 
 
 def exit_proc(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> None:
-    """``exit()``: end the process; the caller's lwp ends with it.  If another
-    lwp is already exiting the process, only the caller's lwp ends."""
+    """Called with no locks held; never returns.  ``exit()``: end the
+    process; the caller's lwp ends with it.  If another lwp is already
+    exiting the process, only the caller's lwp ends."""
     from .lwp import LwpExit, lwp_exit
 
     if proc_exit(K, t, p, why, what):
@@ -72,19 +78,24 @@ def exit_proc(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> None:
 
 
 def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
+    """Called with no locks held; returns with none held.  Turn the process
+    into a zombie: 0, or 1 if another lwp is already exiting it (the caller
+    then ends only its own lwp)."""
     from .fork import relvm
     from .lwp import exitlwps
 
     s = p.s
     lw = K.lwps[t.slot]
-    # 1. proc_is_exiting, then make the caller the only lwp
+    # 1. Mark the process exiting (SEXITING, after /proc lets go), then make
+    # the caller its only lwp; if another lwp is already doing that, let it.
     mutex_enter(p.p_lock)
     prbarrier(K, p)
     s.p_flag |= SEXITING
     mutex_exit(p.p_lock)
     if exitlwps(K, t, p):
         return 1
-    # 4. under p_lock, inside the pool barrier
+    # 2.-4. Under p_lock, inside the pool barrier: ignore every signal, drop
+    # the pending ones, and take the last lwp off the directory and p_tlist.
     mutex_enter(p.p_lock)
     pool_barrier_enter(K, p)
     prbarrier(K, p)
@@ -98,31 +109,36 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
     s.p_tlist = NIL
     cv_broadcast(p.pr_pid_cv)  # prexit
     # Everything released after the proc becomes a zombie is read now: once
-    # pidlock is dropped below, the parent may reap it and the slot be reused.
+    # pidlock is dropped in step 10, the parent may reap the zombie and the
+    # slot be reused, and the vnodes read from it then would be another
+    # process's.
     exec_vp, execdir_vp = s.p_exec, s.p_execdir
     cdir_vp, rdir_vp = s.u_cdir, s.u_rdir
     s.p_exec = s.p_execdir = s.u_cdir = s.u_rdir = NIL
     mutex_exit(p.p_lock)
-    # 5. files
+    # 5. Close the files.
     fcnt_add(K, p, -s.p_fcnt)
     s.p_fcnt = 0
-    # 6. the address space: a vfork child releases its parent here
+    # 6. Give up the address space; a vfork child hands it back to its
+    # parent and wakes it here (relvm).
     relvm(K, t, p)
-    # 7. contracts
+    # 7. Leave the process contract.
     contract_process_exit(K, p)
-    # 8. the pool
+    # 8. Leave the pool (and the pool barrier), under p_lock.
     mutex_enter(p.p_lock)
     pool_ref_add(K, s.p_pool, -1)
     s.p_pool = K.g.pool_default
     s.p_poolflag |= PEXITED
     pool_barrier_exit(K, p)
     mutex_exit(p.p_lock)
-    # 9. orphans and children, under pidlock
+    # 9. Under pidlock: orphans to the next of kin, children to init.
     mutex_enter(K.pidlock)
     init = K.g.proc_init
     if p.id != init:
         _give_away_children(K, p, init)
-    # 10. become a zombie
+    # 10. Become a zombie, under pidlock and then p_lock: free the rctl set,
+    # release the lwp count, leave the task (becoming a false member of
+    # task0) and detach the directory; then tell the parent (sigcld).
     mutex_enter(p.p_lock)
     s.p_stat = SZOMB
     s.p_wcode, s.p_wdata = why, what
@@ -147,7 +163,8 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
         K.g.init_status = s.p_exitstat
         cv_broadcast(K.run_cv)
     mutex_exit(K.pidlock)
-    # 11. ``p`` may already be reaped: touch only what was saved above
+    # 11. Release the rest without locks.  ``p`` may already be reaped:
+    # touch only what was saved above.
     task_rele(K, old_task)
     dir_free(K, d)
     VN_RELE(K, cdir_vp)
@@ -159,9 +176,9 @@ def proc_exit(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> int:
 
 
 def _give_away_children(K: Kernel, p: Proc, init: int) -> None:
-    """Orphans to the next of kin, children to init (pidlock held)."""
+    """Caller holds pidlock.  Orphans to the next of kin, children to init."""
     s = p.s
-    # orphans: splice the whole chain onto the next of kin's
+    # Orphans: splice the whole chain onto the next of kin's.
     if s.p_orphan:
         nok = K.proc(s.p_nextofkin) if s.p_nextofkin else None
         q = s.p_orphan
@@ -175,7 +192,7 @@ def _give_away_children(K: Kernel, p: Proc, init: int) -> None:
             K.proc(last).s.p_nextorph = nok.s.p_orphan
             nok.s.p_orphan = s.p_orphan
         s.p_orphan = NIL
-    # children: reparent to init
+    # Children: reparent to init; a zombie among them is announced to init.
     if not init:
         return
     ip = K.proc(init)
@@ -198,7 +215,8 @@ def _give_away_children(K: Kernel, p: Proc, init: int) -> None:
 
 
 def _delete_ns(K: Kernel, pp: Proc, cp: Proc) -> None:
-    """Take ``cp`` off ``pp``'s list of children whose state changed."""
+    """Caller holds pidlock.  Take ``cp`` off ``pp``'s list of children
+    whose state changed."""
     prev = NIL
     q = pp.s.p_child_ns
     while q and q != cp.id:
@@ -212,12 +230,13 @@ def _delete_ns(K: Kernel, pp: Proc, cp: Proc) -> None:
 
 
 def sigcld(K: Kernel, cp: Proc) -> None:
-    """Tell the parent a child exited (requires pidlock): wake its waiters,
-    or reap the child at once if the parent does not want to wait."""
+    """Caller holds pidlock (asserted); takes the parent's p_lock to post
+    SIGCHLD.  Tell the parent a child exited: wake its waiters, or reap the
+    child at once if the parent does not want to wait."""
     assert MUTEX_HELD(K.pidlock)
     pp = K.proc(cp.s.p_parent)
     ps = pp.s
-    # add_ns
+    # add_ns: onto the parent's list of children whose state changed
     cp.s.p_sibling_ns = ps.p_child_ns
     ps.p_child_ns = cp.id
     cv_broadcast(pp.p_cv)
@@ -234,11 +253,16 @@ def sigcld(K: Kernel, cp: Proc) -> None:
 
 
 def freeproc(K: Kernel, p: Proc) -> None:
-    """Free a zombie (requires pidlock)."""
+    """Caller holds pidlock (asserted); takes p->p_lock while /proc lets go.
+    Free a zombie."""
     assert MUTEX_HELD(K.pidlock)
     s = p.s
     assert s.p_stat == SZOMB
-    # prfree: wait for /proc to let go, pidlock held
+    # prfree: wait for /proc to let go, pidlock held.  A /proc controller
+    # may still hold the zombie with P_PR_LOCK; freeing the slot under it
+    # would leave the controller holding a reused proc.  The wait is on
+    # pr_pid_cv under p_lock (pidlock -> p_lock, the declared order); the
+    # release of P_PR_LOCK broadcasts it.
     mutex_enter(p.p_lock)
     while s.p_proc_flag & P_PR_LOCK:
         from ..sync.condvar import cv_wait
@@ -249,7 +273,7 @@ def freeproc(K: Kernel, p: Proc) -> None:
     crfree(K, s.p_cred)
     s.p_cred = NIL
     corectl_rele(K, p)
-    # off the next of kin's orphan chain
+    # Off the next of kin's orphan chain.
     if s.p_nextofkin:
         nok = K.proc(s.p_nextofkin)
         if nok.s.p_orphan == p.id:
@@ -260,7 +284,7 @@ def freeproc(K: Kernel, p: Proc) -> None:
                 q = K.proc(q).s.p_nextorph
             if q:
                 K.proc(q).s.p_nextorph = s.p_nextorph
-    # proc_detach: off the parent's lists
+    # proc_detach: off the parent's lists.
     if s.p_parent:
         pp = K.proc(s.p_parent)
         _delete_ns(K, pp, p)
@@ -275,7 +299,9 @@ def freeproc(K: Kernel, p: Proc) -> None:
 
 
 def waitid(K: Kernel, t: KThread, pid: int) -> tuple[int, int, int]:
-    """Reap a zombie child (any when ``pid`` <= 0): (errno, pid, status)."""
+    """Called with no locks held; returns with none held (sleeps on p_cv
+    under pidlock).  Reap a zombie child (any when ``pid`` <= 0): (errno,
+    pid, status)."""
     pp = K.proc(K.lwps[t.slot].t_procp)
     ps = pp.s
     mutex_enter(K.pidlock)

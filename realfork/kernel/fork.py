@@ -2,17 +2,35 @@
 forklwp, forklwp_fail, newproc, relvm and vfwait.
 
 Step numbers in comments follow docs/kernel.md, "cfork, step by step" (and
-illumos's own order).  Lock order throughout: pidlock -> p_lock; a child's
-p_lock before its parent's (relvm, vfwait); P_PR_LOCK is a sleeping lock
-waited for under p_lock.  Each function returns an errno (0 on success)
-and, for the system calls, the two return values.
+illumos's own order).  Each function returns an errno (0 on success) and,
+for the system calls, the two return values.  The first line of each
+docstring says which locks the caller must hold and which are held on
+return.
+
+Lock order.  pidlock comes before any p_lock: code that holds a p_lock and
+wants pidlock must drop the p_lock first, or it deadlocks against the many
+paths (getproc, cfork's step 17, exit, waitid) that take pidlock and then a
+p_lock.  Between two p_locks, a vfork child's comes before its parent's,
+which lockdep knows as subclass 1 (``p_lock -> p_lock/1``): relvm and vfwait
+both hold the child's lock while they take the parent's, and a path that
+took them the other way round would deadlock against either.  P_PR_LOCK
+(/proc's hold on a process) is not a mutex but a flag waited for on
+``pr_pid_cv`` with p_lock held; nothing may wait for a mutex while it holds
+P_PR_LOCK if a /proc controller could hold that mutex and wait for
+P_PR_LOCK (the 6533743 deadlock, see fork_fail).  See docs/kernel.md, "Lock
+orders".
+
+Seeded bugs (``K.bug(name)``, realfork.kernel.bugs) enter the code by one
+line each and live in the last section of this module, off the path the
+correct kernel runs.
 """
 
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..sync.condvar import cv_broadcast, cv_signal, cv_wait
 from ..sync.kthread import KThread
@@ -99,6 +117,7 @@ Result = tuple[int, int, int]  # (errno, rval1, rval2)
 
 
 def curproc_of(K: Kernel, t: KThread) -> Proc:
+    """Takes no locks: an lwp's own process cannot change under it."""
     return K.proc(K.lwps[t.slot].t_procp)
 
 
@@ -106,14 +125,18 @@ def curproc_of(K: Kernel, t: KThread) -> Proc:
 
 
 def forkall(K: Kernel, t: KThread) -> Result:
+    """Called with no locks held (system call entry): duplicate every lwp."""
     return cfork(K, t, isvfork=False, isfork1=False)
 
 
 def fork1(K: Kernel, t: KThread) -> Result:
+    """Called with no locks held (system call entry): duplicate the caller only."""
     return cfork(K, t, isvfork=False, isfork1=True)
 
 
 def vfork(K: Kernel, t: KThread) -> Result:
+    """Called with no locks held (system call entry).  The child borrows the
+    address space; the parent stops in vfwait until the child's relvm."""
     K.lwps[t.slot].t_post_sys = 1  # post_syscall must run: it calls vfwait
     return cfork(K, t, isvfork=True, isfork1=True)
 
@@ -125,56 +148,81 @@ def vfork(K: Kernel, t: KThread) -> Result:
 # not inherit it.
 
 
-def _fork_fail_probe(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> None:
+def _forkerr(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> Result:
+    """Called with no locks held.  A failed fork's last act (fork.c's
+    ``forkerr:`` label): count it, fire ``proc:::fork-fail`` with the errno
+    and the fault site, and return the errno."""
     from .faults import SITE_INDEX
 
     K.count("fork_fail")
     K.fire("proc:::fork-fail", p.s.p_pid, lwpid, err, SITE_INDEX.get(site, -1))
+    return err, 0, 0
 
 
 def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
+    """Called with no locks held; returns with none held.  The body of
+    forkall, fork1 and vfork."""
     p = curproc_of(K, t)
     s = p.s
     lw = K.lwps[t.slot]
-    # 1. the /proc agent lwp may not fork
+    # 1. The /proc agent lwp may not fork.
     if s.p_agenttp == t.id:
         return ENOTSUP, 0, 0
-    # 2. PRIV_PROC_FORK
+    # 2. Forking needs PRIV_PROC_FORK.
     if not secpolicy_basic_fork(K, s.p_cred):
         return EPERM, 0, 0
-    # 3. hold every other lwp
+    # 3. Hold every other lwp of the process where it can be copied.
+    #
+    # forkall copies every lwp's saved user context; an lwp that ran during
+    # the copy would leave its clone with registers from one moment and a
+    # stack from another.  fork1 and vfork copy only the caller, but hold the
+    # others too (SHOLDFORK1, which lets them stop in place inside
+    # interruptible sleeps), so that the process is single-threaded while its
+    # state is copied and no lock is needed for the copy (step 10).  From here
+    # on, every way out of cfork must continuelwps(p) (the failure paths
+    # through _release_parent, success through CL_FORKRET or vfwait): a
+    # forgotten one leaves the other lwps stopped with nobody to start them.
+    # holdlwps fails when another lwp is already running forkall or exiting
+    # the process; the AST makes the caller's way out honour that.
     if K.faults.should_fail("holdlwps") or \
             not holdlwps(K, t, p, SHOLDFORK1 if isfork1 else SHOLDFORK):
         aston(t)
-        _fork_fail_probe(K, p, lw.t_tid, EINTR, "holdlwps")
-        return EINTR, 0, 0
-    # 5. vfork clears the caller's TP_HOLDLWP (6339942), under p_lock (6361360)
-    if isvfork and K.bug("vfork_keeps_holdlwp"):
-        mutex_enter(p.p_lock)
-    elif isvfork and K.bug("holdlwp_cleared_unlocked"):
+        return _forkerr(K, p, lw.t_tid, EINTR, "holdlwps")
+    # 4. (SPARC register windows: nothing to do.)
+    # 5. Under p_lock, vfork cancels any lwp_suspend of the caller; then the
+    # fork enters the pool barrier, so that no pool rebind changes the
+    # parent's resource bindings while the child inherits them.
+    #
+    # Were an lwp_suspend of the vforking lwp left pending (6339942), its
+    # clone would be born suspended too (forklwp copies TP_HOLDLWP), and the
+    # parent would suspend on its way out of vfork: the child never gives
+    # the address space back, the parent waits for it in vfwait, and the only
+    # lwps that could lwp_continue either are the parent's, held until vfwait
+    # ends.  t_proc_flag is under p_lock, so the flag is cleared with it held
+    # (6361360): an unlocked read-modify-write loses a concurrent change to
+    # another bit of the word.
+    if isvfork and K.bug("holdlwp_cleared_unlocked"):
+        _bug_holdlwp_cleared_unlocked(K, p, lw)
+    mutex_enter(p.p_lock)
+    if isvfork:
         _clear_holdlwp(K, p, lw)
-        mutex_enter(p.p_lock)
-    else:
-        mutex_enter(p.p_lock)
-        if isvfork:
-            _clear_holdlwp(K, p, lw)
     pool_barrier_enter(K, p)
     mutex_exit(p.p_lock)
-    # 6. the new proc
+    # 6. getproc makes the child, in SIDL: on the parent's lists but not yet
+    # runnable or found by most lookups.  If it fails, undo steps 3 and 5.
     cp, site = getproc(K, t, p, kernel=False)
     if cp is None:
-        mutex_enter(p.p_lock)
-        pool_barrier_exit(K, p)
-        if not K.bug("getproc_fail_skips_continuelwps"):
-            continuelwps(K, p)
-        mutex_exit(p.p_lock)
-        _fork_fail_probe(K, p, lw.t_tid, EAGAIN, site)
-        return EAGAIN, 0, 0
+        if K.bug("getproc_fail_skips_continuelwps"):
+            return _bug_getproc_fail_skips_continuelwps(K, p, lw, site)
+        _release_parent(K, p)
+        return _forkerr(K, p, lw.t_tid, EAGAIN, site)
     cs = cp.s
-    # 7. the address space
+    # 7. The address space: vfork lends the parent's, fork1 and forkall copy it.
     if isvfork:
+        # The watched pages are stashed in the parent (vfwait re-applies
+        # them) so that the child's stores do not trip the parent's watchpoints.
         a = K.ases.slots[s.p_as - 1]
-        if a.a_wpage:  # stash the watched pages while the child borrows the as
+        if a.a_wpage:
             lk = K.a_lock(s.p_as)
             rw_enter(lk, RW_WRITER)
             s.p_wpage, a.a_wpage = a.a_wpage, 0
@@ -185,6 +233,10 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     else:
         from .vm import as_dup
 
+        # P_PR_LOCK is held across the copy so that /proc cannot change the
+        # parent's address space (breakpoints, watchpoints) half-way through
+        # it; SFORKING tells /proc why it is kept out.  as_dup runs with no
+        # mutex held: it sleeps for the address space's a_lock.
         mutex_enter(p.p_lock)
         sprlock_proc(K, p)
         s.p_flag |= SFORKING
@@ -195,8 +247,11 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         cs.p_as = new_as
         mutex_enter(p.p_lock)
         s.p_flag &= ~SFORKING
-        sprunlock(K, p)
-    # 8. resource controls: preallocate, then duplicate under rcs_lock
+        sprunlock(K, p)  # drops p_lock
+    # 8. Duplicate the resource controls.  The copy's entries are allocated
+    # outside rcs_lock (an allocation may sleep), so the loop re-checks under
+    # the lock that the set has not grown meanwhile, and duplicates while
+    # still holding it.
     dup = rctl_set_create(K)
     if not dup:
         return _forklwperr(K, t, p, cp, isvfork, "rctl_dup")
@@ -209,13 +264,15 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         mutex_exit(lk)
     cs.p_rctls = rctl_set_dup(K, s.p_rctls, dup)
     mutex_exit(lk)
-    # 9. the lwp directory: 2 entries for fork1/vfork, the parent's size for forkall
+    # 9. The child's lwp directory: 2 entries for fork1/vfork, the parent's
+    # size for forkall.
     dirsz = 2 if isfork1 else s.p_lwpdir_sz
     d = dir_alloc(K, dirsz)
     if not d:
         return _forklwperr(K, t, p, cp, isvfork, "forklwp")
     dir_install(K, cp, d, dirsz)
-    # 10. duplicate lwps (no lock needed: the parent is held, the child private)
+    # 10. Clone the lwps, with no lock: the parent's other lwps are held
+    # (step 3) and the child is invisible.
     clone: KThread | None = None
     if isfork1:
         clone = forklwp(K, t, cp, lw.t_tid, forkall=False)
@@ -230,30 +287,34 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
                 if ct is None:
                     return _forklwperr(K, t, p, cp, isvfork, "forklwp")
                 if tid == t.id:
-                    clone = ct
+                    clone = ct  # the clone that returns from fork
                 else:
                     K.lwps[ct.slot].t_flag |= T_FORKALL
             else:  # a zombie lwp keeps its id and start time in the child
                 lwp_hash_in(K, cp, lwpid, 0, start)
     assert clone is not None
-    # 11. the process contract: the last point at which fork can fail
+    # 11. Join the parent's process contract: refused if the parent was
+    # SIGKILLed, so that no child escapes a contract kill.  The last point at
+    # which fork can fail.
     if K.faults.should_fail("contract_process_fork") or \
             not contract_process_fork(K, NIL, cp, p, True):
         return _forklwperr(K, t, p, cp, isvfork, "contract_process_fork")
-    # the child's lwps get their OS threads now; they wait, stopped, for step 17
+    # The child's lwps get their OS threads now; they wait, stopped, for step 17.
     for ct in cp.threads():
         start_lwp(K, ct)
-    # 12.
+    # 12. The child's lwpid allocator goes on where the parent's is; forkall
+    # also copies the daemon and zombie counts and whether the ids wrapped.
     cs.p_lwpid = s.p_lwpid
     if not isfork1:
         cs.p_lwpdaemon = s.p_lwpdaemon
         cs.p_zombcnt = s.p_zombcnt
         cs.p_flag |= s.p_flag & SLWPWRAP
-    # 13. corectl references, under the parent's p_lock (6446530)
+    # 13. Take the core-file references, under the parent's p_lock (6446530).
     mutex_enter(p.p_lock)
     corectl_hold(K, cp)
     mutex_exit(p.p_lock)
-    # 14. /proc: stop on exit from fork
+    # 14. /proc's stop on exit from fork: every child lwp if the child
+    # inherited it, every parent lwp if the parent asked (and not async).
     if cs.p_proc_flag & P_PR_STOPFORK:
         for ct in cp.threads():
             K.lwps[ct.slot].t_proc_flag |= TP_PRSTOP
@@ -264,14 +325,17 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
             K.lwps[pt.slot].t_proc_flag |= TP_PRSTOP
             aston(pt)
         mutex_exit(p.p_lock)
-    # 15. the clone returns (parent pid, 1)
+    # 15. The clone will return (parent pid, 1).
     clw = K.lwps[clone.slot]
     clw.lwp_rval1, clw.lwp_rval2, clw.lwp_errno = s.p_pid, 1, 0
-    # 16.
+    # 16. Leave the pool barrier: the child's pool, task and lwps are all set.
     mutex_enter(p.p_lock)
     pool_barrier_exit(K, p)
     mutex_exit(p.p_lock)
-    # 17. publish the child
+    # 17. Publish the child: into the parent's process group and SRUN, under
+    # pidlock and then its p_lock.  Clones an lwp_suspend applies to run now
+    # (they suspend on their way out); the others get TS_CREATE and wait for
+    # continuelwps in step 18.
     mutex_enter(K.pidlock)
     mutex_enter(cp.p_lock)
     pgjoin(K, cp, s.p_pgrp)
@@ -291,7 +355,16 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         K.g.sysforkall += 1
     K.fire("proc:::create", cs.p_pid, K.lwps[clone.slot].t_tid, s.p_pid,
            2 if isvfork else (1 if isfork1 else 0), cs.p_lwpcnt)
-    # 18. completion, pidlock held
+    # 18. Set the child running, pidlock still held.
+    #
+    # Once pidlock is dropped the child can be found and acted on (signals,
+    # /proc).  Were it to get as far as exit, an SNOWAIT parent (or init)
+    # would reap it and its slot could be reused before we started its lwps.
+    # The child's p_lock is therefore taken before pidlock is dropped (the
+    # order pidlock -> p_lock) and kept until continuelwps: whatever is done
+    # to the child needs that lock, and so does its exit, so it stays put.
+    # For fork1 and forkall CL_FORKRET does the same, which is why pidlock is
+    # handed to it held.
     if isvfork:
         mutex_enter(p.p_lock)
         s.p_flag |= SVFWAIT
@@ -304,26 +377,30 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         continuelwps(K, cp)
         mutex_exit(cp.p_lock)
         # The parent's other lwps stay held until the end of vfwait.
-    elif K.bug("pidlock_dropped_before_forkret"):
-        mutex_exit(K.pidlock)
-        CL_FORKRET(K, t, p, cp)
     else:
-        CL_FORKRET(K, t, p, cp)
+        if K.bug("pidlock_dropped_before_forkret"):
+            return _bug_pidlock_dropped_before_forkret(K, t, p, cp)
+        CL_FORKRET(K, t, p, cp)  # drops pidlock
         assert not MUTEX_HELD(K.pidlock)
-    # 19.
+    # 19. The parent returns (child pid, 0).
     return 0, cs.p_pid, 0
 
 
 def _clear_holdlwp(K: Kernel, p: Proc, lw: klwp_t) -> None:
-    """vfork clears the caller's TP_HOLDLWP; t_proc_flag is under p_lock."""
+    """Caller holds p->p_lock (asserted: t_proc_flag is under it).  vfork
+    clears the caller's TP_HOLDLWP (cfork step 5)."""
+    if K.bug("vfork_keeps_holdlwp"):
+        return _bug_vfork_keeps_holdlwp(K, p, lw)
     assert_held(K, p.p_lock, f"t_proc_flag of pid {p.s.p_pid} lwp {lw.t_tid} changed")
     lw.t_proc_flag &= ~TP_HOLDLWP
 
 
 def CL_FORKRET(K: Kernel, t: KThread, p: Proc, cp: Proc) -> None:
-    """The timesharing class's fork return: start the child, release the
-    parent's held lwps, and give the CPU away (child first, by intent).
-    Entered with pidlock held (ts_forkret asserts it), which it drops."""
+    """Caller holds pidlock (asserted, as ts_forkret does); returns with no
+    locks held.  The timesharing class's fork return: start the child,
+    release the parent's held lwps, and give the CPU away (child first, by
+    intent).  The child's p_lock is taken before pidlock is dropped (see
+    cfork step 18)."""
     assert_held(K, K.pidlock, "CL_FORKRET entered")
     mutex_enter(cp.p_lock)
     mutex_exit(K.pidlock)  # the child cannot vanish: we hold its p_lock
@@ -340,18 +417,27 @@ def CL_FORKRET(K: Kernel, t: KThread, p: Proc, cp: Proc) -> None:
 
 def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
             fixed_pid: int | None = None) -> tuple[Proc | None, str]:
-    """Allocate and initialise a child of ``pp`` in SIDL; (None, fault site) on failure."""
+    """Called with no locks held; returns with none held.  Allocate and
+    initialise a child of ``pp`` in SIDL; (None, fault site) on failure.
+
+    Locks taken: pidlock for the counts and the family links, inside it
+    pp's p_lock (the pool) and the child's (the task), never both p_locks at
+    once."""
     ps = pp.s
     g = K.g
     zone = K.zones.slots[ps.p_zone - 1]
-    # 1. memory and zone checks fail at once, without the punishment delay
+    # 1. The memory and zone checks fail at once, without the punishment delay.
     if K.faults.should_fail("getproc.memory"):
         return None, "getproc.memory"
     if zone.zone_status >= ZONE_IS_SHUTTING_DOWN or K.faults.should_fail("getproc.zone"):
         return None, "getproc.zone"
-    # 2.-3. a pid and a /proc slot
-    cp = None if K.faults.should_fail("pid_assign") else pid_assign(
-        K, fixed_pid, zone=0 if K.bug("zone_set_late") else ps.p_zone)
+    # 2.-3. Take a pid and a /proc slot.  pid_assign makes the child visible
+    # to prfind at once, and prfind follows p_zone, so pid_assign sets the
+    # zone before it publishes the pid (6439016).
+    czone = ps.p_zone
+    if K.bug("zone_set_late"):
+        czone = _bug_zone_set_late(K, pp)
+    cp = None if K.faults.should_fail("pid_assign") else pid_assign(K, fixed_pid, zone=czone)
     if cp is None:
         mutex_enter(K.pidlock)
         if g.nproc == g.v_proc:
@@ -361,7 +447,8 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
         return None, "pid_assign"
     cs = cp.s
     cs.p_start_ns = time.monotonic_ns()
-    # 4. the per-user limit (nproc read before it is incremented)
+    # 4. Under pidlock, the per-user limit (nproc read before it is
+    # incremented); over it, give the slot and pid back and punish.
     mutex_enter(K.pidlock)
     cr = ps.p_cred
     ruid, zoneid = crgetruid(K, cr), crgetzoneid(K, cr)
@@ -376,14 +463,16 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
         pid_rele(K, pid)
         _punish(K)
         return None, "getproc.maxup"
-    # 5. count it and put it on practive
+    # 5. Count the child (nproc, its user's upcount) and put it at the head
+    # of practive.
     g.nproc += 1
     upcount_inc(K, ruid, zoneid)
     cs.p_next = g.practive
     if g.practive:
         K.proc(g.practive).s.p_prev = cp.id
     g.practive = cp.id
-    # 6. inherited state
+    # 6. Inherit the parent's signal dispositions, job-control flags,
+    # session, exec vnodes, /proc file, zone and brk and stack sizes.
     cs.p_ignore = ps.p_ignore
     cs.p_catch = ps.p_catch
     cs.p_flag |= ps.p_flag & (SJCTL | SNOWAIT | SNOCD)
@@ -396,7 +485,8 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     cs.p_zone = ps.p_zone
     cs.p_brksize, cs.p_stksize = ps.p_brksize, ps.p_stksize
     cs.p_ppid = cs.p_ancpid = ps.p_pid
-    # 7. family links
+    # 7. Family links: the child goes at the head of the parent's child list
+    # and of its orphan chain (the parent is its next of kin).
     cs.p_sibling = ps.p_child
     if ps.p_child:
         proc_link(K, ps.p_child, pp, "p_child").s.p_psibling = cp.id
@@ -408,7 +498,9 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     cs.p_nextorph = ps.p_orphan
     cs.p_nextofkin = pp.id
     ps.p_orphan = cp.id
-    # 9. the pool, under the parent's p_lock
+    # 8. (none)
+    # 9. The pool, under the parent's p_lock: the default pool and SSYS for
+    # a kernel process, the parent's pool otherwise.
     mutex_enter(pp.p_lock)
     if kernel:
         cs.p_pool = g.pool_default
@@ -417,12 +509,13 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
         cs.p_pool = ps.p_pool
     pool_ref_add(K, cs.p_pool, 1)
     mutex_exit(pp.p_lock)
-    # 10. the task, under the child's p_lock
+    # 10. The task, under the child's p_lock; then drop pidlock.
     mutex_enter(cp.p_lock)
     task_attach(K, g.task0 if kernel else ps.p_task, cp)
     mutex_exit(cp.p_lock)
     mutex_exit(K.pidlock)
-    # 11. without global locks: credentials, files, directories
+    # 11. Without global locks (the child is invisible): hold the credential,
+    # the open files and the current and root directories.
     cs.p_cred = cr
     crhold(K, cr)
     fcnt_add(K, cp, 1)
@@ -430,11 +523,12 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     cs.u_cdir, cs.u_rdir = ps.u_cdir, ps.u_rdir
     VN_HOLD(K, cs.u_cdir)
     VN_HOLD(K, cs.u_rdir)
-    # 12. /proc inheritance
+    # 12. /proc inheritance: with P_PR_FORK the child is traced like the
+    # parent and inherits its signal mask.
     if ps.p_proc_flag & P_PR_FORK:
         cs.p_proc_flag |= ps.p_proc_flag & (P_PR_TRACE | P_PR_FORK | P_PR_STOPFORK)
         cs.p_sigmask = ps.p_sigmask
-    # 13.
+    # 13. Microstate accounting flags when SMSFORK is set; hold the exec vnodes.
     cs.p_flag |= ps.p_flag & (SMSFORK | SMSACCT) if ps.p_flag & SMSFORK else 0
     VN_HOLD(K, cs.p_exec)
     VN_HOLD(K, cs.p_execdir)
@@ -442,7 +536,9 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
 
 
 def _punish(K: Kernel) -> None:
-    """Slow down a failing forker: delay(fork_fail_pending / ncpus + 1) ticks."""
+    """Called with no locks held; takes pidlock around the count, not around
+    the delay.  Slow down a failing forker: delay(fork_fail_pending / ncpus
+    + 1) ticks, so the busier the failures, the longer each one waits."""
     mutex_enter(K.pidlock)
     K.g.fork_fail_pending += 1
     mutex_exit(K.pidlock)
@@ -453,18 +549,41 @@ def _punish(K: Kernel) -> None:
 
 
 # -- failure paths ------------------------------------------------------------------------
+#
+# A fork that fails after getproc undoes its work in the reverse order of
+# doing it, and always in three stages (docs/kernel.md, "Failure paths"):
+#
+# 1. fork_fail gives back getproc's references (files, signals, upcount,
+#    credential, vnodes).  It takes f_tlock and pidlock, so it must run
+#    after P_PR_LOCK is released: a /proc controller can hold the file lock
+#    while it waits for P_PR_LOCK, and the 2006 order deadlocked (6533743).
+# 2. _free_failed_child takes the child out of its task and pool, off its
+#    parent's lists (disown_proc) and frees its pid and slot (pid_exit), in
+#    that order: pid_exit frees the slot, and a slot freed while the
+#    parent's child or orphan list still names it is followed later as a
+#    stale (or reused) proc (7412).
+# 3. _release_parent, last: the parent leaves the pool barrier and its other
+#    lwps run again.  Releasing them earlier would let them see, or fork
+#    next to, a child that is only half gone.
+
+
+def _release_parent(K: Kernel, p: Proc) -> None:
+    """Called with no locks held; takes and drops p->p_lock.  Undo cfork's
+    steps 5 and 3: leave the pool barrier, set the held lwps running."""
+    mutex_enter(p.p_lock)
+    pool_barrier_exit(K, p)
+    continuelwps(K, p)
+    mutex_exit(p.p_lock)
 
 
 def fork_fail(K: Kernel, cp: Proc) -> None:
-    """Undo getproc's references (without P_PR_LOCK held: 6533743)."""
+    """Called with no locks held, and not holding P_PR_LOCK (6533743): it
+    takes f_tlock and pidlock.  Undo getproc's references."""
     cs = cp.s
     fcnt_add(K, cp, -cs.p_fcnt)
     cs.p_fcnt = 0
     cs.p_sig = 0  # sigdelq
-    if not K.bug("fork_fail_skips_upcount_dec"):
-        mutex_enter(K.pidlock)
-        upcount_dec(K, crgetruid(K, cs.p_cred), crgetzoneid(K, cs.p_cred))
-        mutex_exit(K.pidlock)
+    _upcount_release(K, cp)
     crfree(K, cs.p_cred)
     cs.p_cred = NIL
     VN_RELE(K, cs.u_cdir)
@@ -474,8 +593,22 @@ def fork_fail(K: Kernel, cp: Proc) -> None:
     cs.u_cdir = cs.u_rdir = cs.p_exec = cs.p_execdir = NIL
 
 
+def _upcount_release(K: Kernel, cp: Proc) -> None:
+    """Called with no locks held; takes pidlock.  Give back the upcount
+    getproc took for the child's user."""
+    if K.bug("fork_fail_skips_upcount_dec"):
+        return _bug_fork_fail_skips_upcount_dec(K, cp)
+    cs = cp.s
+    mutex_enter(K.pidlock)
+    upcount_dec(K, crgetruid(K, cs.p_cred), crgetzoneid(K, cs.p_cred))
+    mutex_exit(K.pidlock)
+
+
 def disown_proc(K: Kernel, pp: Proc, cp: Proc) -> None:
-    """Take a failed child off its parent's orphan and child lists (pidlock)."""
+    """Caller holds pidlock (asserted).  Take a failed child off its parent's
+    orphan and child lists."""
+    if K.bug("failed_child_not_disowned"):
+        return _bug_failed_child_not_disowned(K, pp, cp)
     assert MUTEX_HELD(K.pidlock)
     ps, cs = pp.s, cp.s
     if ps.p_orphan == cp.id:
@@ -496,47 +629,43 @@ def disown_proc(K: Kernel, pp: Proc, cp: Proc) -> None:
 
 
 def _free_failed_child(K: Kernel, pp: Proc, cp: Proc) -> None:
-    """Under pidlock then cp's p_lock: task_detach, pool_ref--; disown; pid_exit."""
+    """Called with no locks held; takes pidlock, then cp->p_lock; returns
+    with none held.  task_detach and pool_ref-- under both, then disown
+    before pid_exit (7412), then task_rele without locks."""
     mutex_enter(K.pidlock)
     mutex_enter(cp.p_lock)
     tk = task_detach(K, cp)
     pool_ref_add(K, cp.s.p_pool, -1)
     mutex_exit(cp.p_lock)
-    if not K.bug("failed_child_not_disowned"):
-        disown_proc(K, pp, cp)
+    disown_proc(K, pp, cp)
     pid_exit(K, cp)
     mutex_exit(K.pidlock)
     task_rele(K, tk)
 
 
+def _as_dup_errno(err: int) -> int:
+    """Takes no locks.  as_dup's ENOMEM is kept; any other error is EAGAIN."""
+    return ENOMEM if err == ENOMEM else EAGAIN
+
+
 def _as_dup_failed(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
-    """The as_dup failure (docs/kernel.md, "Failure paths"), with P_PR_LOCK released
-    before fork_fail (the 6533743 fix)."""
+    """Caller holds P_PR_LOCK on p (cfork step 7) and no mutex; returns with
+    neither.  The as_dup failure (docs/kernel.md, "Failure paths"): P_PR_LOCK
+    is released before fork_fail, the 6533743 fix."""
     if K.bug("fork_fail_under_prlock"):
-        fork_fail(K, cp)  # the seed order: file locks taken under P_PR_LOCK
-        _free_failed_child(K, p, cp)
-        mutex_enter(p.p_lock)
-        p.s.p_flag &= ~SFORKING
-        pool_barrier_exit(K, p)
-        continuelwps(K, p)
-        sprunlock(K, p)
-    else:
-        mutex_enter(p.p_lock)
-        p.s.p_flag &= ~SFORKING
-        sprunlock(K, p)
-        fork_fail(K, cp)
-        _free_failed_child(K, p, cp)
-        mutex_enter(p.p_lock)
-        pool_barrier_exit(K, p)
-        continuelwps(K, p)
-        mutex_exit(p.p_lock)
-    errno = ENOMEM if err == ENOMEM else EAGAIN
-    _fork_fail_probe(K, p, K.lwps[t.slot].t_tid, errno, "as_dup")
-    return errno, 0, 0
+        return _bug_fork_fail_under_prlock(K, t, p, cp, err)
+    mutex_enter(p.p_lock)
+    p.s.p_flag &= ~SFORKING
+    sprunlock(K, p)  # drops p_lock
+    fork_fail(K, cp)
+    _free_failed_child(K, p, cp)
+    _release_parent(K, p)
+    return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
 
 
 def forklwp_fail(K: Kernel, cp: Proc) -> None:
-    """Free the clones of a failed fork (the child is invisible: no p_lock)."""
+    """Called with no locks held: the child is invisible (SIDL), so nobody
+    else walks its lwp list.  Free the clones of a failed fork."""
     cs = cp.s
     for ct in cp.threads():
         lw = K.lwps[ct.slot]
@@ -548,8 +677,11 @@ def forklwp_fail(K: Kernel, cp: Proc) -> None:
 
 
 def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: str) -> Result:
-    """Undo a fork that failed after getproc and the address space (docs/kernel.md,
-    "Failure paths": the lwp-error path)."""
+    """Called with no locks held; returns with none held.  Undo a fork that
+    failed after getproc and the address space (fork.c's ``forklwperr:``;
+    docs/kernel.md, "Failure paths": the lwp-error path): the address space,
+    the clones, the directory, getproc's references, the rctl set, the
+    contract, the child's slot, and last the parent."""
     from .vm import as_free
 
     s, cs = p.s, cp.s
@@ -579,19 +711,16 @@ def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: s
 
         contract_process_exit(K, cp)
     _free_failed_child(K, p, cp)
-    mutex_enter(p.p_lock)
-    pool_barrier_exit(K, p)
-    continuelwps(K, p)
-    mutex_exit(p.p_lock)
-    _fork_fail_probe(K, p, K.lwps[t.slot].t_tid, EAGAIN, site)
-    return EAGAIN, 0, 0
+    _release_parent(K, p)
+    return _forkerr(K, p, K.lwps[t.slot].t_tid, EAGAIN, site)
 
 
 # -- forklwp -------------------------------------------------------------------------------
 
 
 def forklwp(K: Kernel, src: KThread, cp: Proc, lwpid: int, forkall: bool) -> KThread | None:
-    """Clone lwp ``src`` (the caller, or held at a hold point) into ``cp``."""
+    """Called with no locks held; takes the child's p_lock.  Clone lwp
+    ``src`` (the caller, or held at a hold point) into ``cp``."""
     forklwp_source_check(K, src)  # the caller, or held at a hold point
     if K.faults.should_fail("forklwp"):
         return None
@@ -599,7 +728,8 @@ def forklwp(K: Kernel, src: KThread, cp: Proc, lwpid: int, forkall: bool) -> KTh
     if ct is None:
         return None
     slw, clw = K.lwps[src.slot], K.lwps[ct.slot]
-    # copy the user context (the saved registers) and the syscall state
+    # Copy the user context (the saved registers) and the system call state;
+    # not the current or pending signals.
     clw.pc = slw.pc
     for i in range(len(slw.regs)):
         clw.regs[i] = slw.regs[i]
@@ -609,6 +739,8 @@ def forklwp(K: Kernel, src: KThread, cp: Proc, lwpid: int, forkall: bool) -> KTh
     clw.lwp_rval1, clw.lwp_rval2 = slw.lwp_rval1, slw.lwp_rval2
     clw.lwp_cursig = 0
     clw.t_sig = 0
+    # Under the child's p_lock: keep TP_HOLDLWP only if the source is being
+    # suspended; inherit lwp_wait()ability, and for forkall the daemon flag.
     mutex_enter(cp.p_lock)
     if not slw.t_proc_flag & TP_HOLDLWP:
         clw.t_proc_flag &= ~TP_HOLDLWP
@@ -623,7 +755,8 @@ def forklwp(K: Kernel, src: KThread, cp: Proc, lwpid: int, forkall: bool) -> KTh
 def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
             name: str = "",
             prepare: Callable[[Kernel, Proc, KThread], None] | None = None) -> Proc | None:
-    """Create a kernel process (syscid) or init, with one lwp (lwpid 1) ready to run."""
+    """Called with no locks held; returns with none held.  Create a kernel
+    process (syscid) or init, with one lwp (lwpid 1) ready to run."""
     from .resources import task_create
 
     pp = curproc_of(K, t)
@@ -631,6 +764,9 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
     if cp is None:
         return None
     cs = cp.s
+    # A kernel process: reaped by nobody, and no exec vnodes (the 6869037
+    # fix released them).  init: a new task in its parent's project, swapped
+    # in under pidlock and the child's p_lock.
     if syscid:
         cs.p_flag |= SNOWAIT
         VN_RELE(K, cs.p_exec)  # released properly (the 6869037 fix)
@@ -646,6 +782,8 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         mutex_exit(K.pidlock)
         task_rele(K, old)
         task_rele(K, tk)  # task_attach took the member's hold
+    # An rctl set, the kernel's address space, a two-entry directory and lwp
+    # 1; if any fails, undo getproc (disowning before pid_exit, the 7412 fix).
     cs.p_rctls = rctl_set_create(K)
     cs.p_as = K.g.kas
     d = dir_alloc(K, 2)
@@ -664,6 +802,8 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)
     if prepare is not None:
         prepare(K, cp, ct)
+    # Publish it under pidlock (its parent's group, SRUN), give the lwp its
+    # OS thread, and set it running under the child's p_lock.
     cs.p_lwpid = 1
     mutex_enter(K.pidlock)
     pgjoin(K, cp, pp.s.p_pgrp)
@@ -682,45 +822,58 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
 
 
 def relvm(K: Kernel, t: KThread, p: Proc) -> None:
-    """Give up the address space (exit, exec); a vfork child hands it back to
-    its parent and wakes it."""
+    """Called with no locks held; returns with none held.  Give up the
+    address space (exit, exec); a vfork child hands it back to its parent
+    and wakes it."""
     from .vm import as_free
 
     s = p.s
     if s.p_flag & SVFORK:
         pp = K.proc(s.p_parent)
+        # The delicate manoeuvre.  Once SVFORK is clear the parent is free
+        # to run on the address space and return from vfork; it may then
+        # exit and be reaped, its slot reused.  So the child holds the
+        # parent, by the parent's p_lock, from before it clears SVFORK until
+        # after it has signalled p_cv, and protects its own p_flag with its
+        # own p_lock:
+        #
+        # * Both locks are held when SVFORK is cleared.  vfwait looks at
+        #   SVFORK under the child's p_lock, takes its own p_lock before
+        #   letting go of the child's, and keeps it until cv_wait releases
+        #   it: from its look to its sleep it always holds one of the two.
+        #   With both held here, the parent is either asleep on p_cv or has
+        #   not looked yet.  Clearing SVFORK and signalling without the
+        #   parent's lock can fall between its look and its sleep: a lost
+        #   wake-up, and the parent sleeps forever (as it does if SVFWAIT is
+        #   cleared and the signal forgotten).
+        # * The signal comes before the parent's lock is dropped.  Dropped
+        #   first, the parent could be woken by something else (a sibling's
+        #   exit broadcasts p_cv), see SVFORK clear, finish vfwait, exit and
+        #   be freed: the signal would go to whatever proc owns the slot then.
+        # * The child's lock comes first, then the parent's as lockdep
+        #   subclass 1: vfwait holds the child's while it takes the
+        #   parent's, so the other order deadlocks against it.
+        # * /proc must not hold either process: prbarrier waits out the
+        #   child's P_PR_LOCK before the parent's lock is taken.  If the
+        #   parent is held, the child lets go of its own lock, waits out the
+        #   parent's P_PR_LOCK, and starts over (everything may have
+        #   changed); it may not sleep with its own lock held, which /proc
+        #   may need in order to let go.
+        if K.bug("relvm_parent_first"):
+            return _bug_relvm_parent_first(K, t, p, pp)
         while True:  # try_again:
-            # Two p_locks: the child's, then its parent's as lockdep subclass 1
-            # (the declared order p_lock -> p_lock/1).
-            if K.bug("relvm_parent_first"):
-                mutex_enter_nested(pp.p_lock, 1)
-                mutex_enter(p.p_lock)
-            else:
-                mutex_enter(p.p_lock)  # the child's lock first
-                prbarrier(K, p)
-                mutex_enter_nested(pp.p_lock, 1)
-            if pp.s.p_proc_flag & P_PR_LOCK:
-                mutex_exit(p.p_lock)
-                prbarrier(K, pp)
-                mutex_exit(pp.p_lock)
-                continue
-            break
-        s.p_flag &= ~SVFORK
-        a = K.ases.slots[s.p_as - 1]
-        a.a_nprocs -= 1
-        s.p_as = K.g.kas
-        pp.s.p_brksize, pp.s.p_stksize = s.p_brksize, s.p_stksize
-        if pp.s.p_wpage:
-            a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
-        K.fire("proc:::relvm", s.p_pid, K.lwps[t.slot].t_tid, pp.s.p_pid)
-        if K.bug("relvm_lost_wakeup"):
-            pp.s.p_flag &= ~SVFWAIT  # cleared, but nobody is told
-        else:
-            pp.s.p_flag &= ~SVFWAIT
-            cv_signal(pp.p_cv)  # signal, not broadcast: the parent's other lwps are held
-        mutex_exit(pp.p_lock)
-        mutex_exit(p.p_lock)
+            mutex_enter(p.p_lock)  # the child's lock first
+            prbarrier(K, p)
+            mutex_enter_nested(pp.p_lock, 1)
+            if not pp.s.p_proc_flag & P_PR_LOCK:
+                break
+            mutex_exit(p.p_lock)
+            prbarrier(K, pp)
+            mutex_exit(pp.p_lock)
+        _vfork_hand_back(K, t, p, pp)
     elif s.p_as and s.p_as != K.g.kas:
+        # Our own address space: swap it out under p_lock (for /proc's sake),
+        # free it with no lock held.
         mutex_enter(p.p_lock)
         prbarrier(K, p)
         old, s.p_as = s.p_as, K.g.kas
@@ -729,8 +882,32 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
         as_free(K, old)
 
 
+def _vfork_hand_back(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
+    """Caller holds the vfork child's p_lock and its parent's (p_lock/1);
+    returns with neither.  The second half of relvm's manoeuvre: the address
+    space goes back to the parent with both locks held, and the parent is
+    woken before its lock is dropped."""
+    s = p.s
+    s.p_flag &= ~SVFORK
+    a = K.ases.slots[s.p_as - 1]
+    a.a_nprocs -= 1
+    s.p_as = K.g.kas
+    pp.s.p_brksize, pp.s.p_stksize = s.p_brksize, s.p_stksize  # the child may have grown
+    if pp.s.p_wpage:  # the parent's watched pages go back to the address space
+        a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
+    K.fire("proc:::relvm", s.p_pid, K.lwps[t.slot].t_tid, pp.s.p_pid)
+    if K.bug("relvm_lost_wakeup"):
+        return _bug_relvm_lost_wakeup(K, p, pp)
+    pp.s.p_flag &= ~SVFWAIT
+    cv_signal(pp.p_cv)  # signal, not broadcast: the parent's other lwps are held
+    mutex_exit(pp.p_lock)
+    mutex_exit(p.p_lock)
+
+
 def _vfork_released(K: Kernel, cp: Proc, pid: int) -> Callable[[], str | None]:
-    """For a sleeping vfork parent: why its child no longer owes it a wake-up."""
+    """Called with the parent's p_lock held; the test it returns reads the
+    child's slot with no lock (a deadline's diagnosis, not a decision).  For
+    a sleeping vfork parent: why its child no longer owes it a wake-up."""
     gen = K.procs.slots[cp.slot].slot_gen
 
     def check() -> str | None:
@@ -744,7 +921,9 @@ def _vfork_released(K: Kernel, cp: Proc, pid: int) -> Callable[[], str | None]:
 
 
 def vfwait(K: Kernel, t: KThread, pid: int) -> None:
-    """The vfork parent waits until child ``pid`` gives the address space back."""
+    """Called with no locks held (from post_syscall); returns with none held.
+    The vfork parent waits until child ``pid`` gives the address space back,
+    then restarts its other lwps."""
     from .pid import prfind
     from .sig import kcv_wait_sig
 
@@ -753,17 +932,26 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     signalled = False
     K.count("vfork_waits")
     K.fire("proc:::vfork-wait-start", pp.s.p_pid, lw.t_tid, pid)
+    # Each round finds the child afresh by pid: after a sleep the child may
+    # have exited and its slot been reused, so nothing learnt before the
+    # sleep is trusted, and a wake-up is only a hint to look again (a
+    # sibling's exit also broadcasts p_cv).  Within a round each lock is
+    # taken before the previous one is let go: the child's p_lock before
+    # pidlock is dropped, so the child cannot exit and be freed while we look
+    # at SVFORK; the parent's own p_lock (nested: the child's is held) before
+    # the child's is dropped, so relvm, which needs both, cannot clear SVFORK
+    # and signal between our look and our sleep.
     while True:
         mutex_enter(K.pidlock)
         cp = prfind(K, pid)
         if cp is None or cp.s.p_parent != pp.id:
             mutex_exit(K.pidlock)
-            break
+            break  # the child has exited
         mutex_enter(cp.p_lock)
         mutex_exit(K.pidlock)
         if not cp.s.p_flag & SVFORK:
             mutex_exit(cp.p_lock)
-            break
+            break  # the child has exec'd or is exiting
         mutex_enter_nested(pp.p_lock, 1)  # the child's p_lock is held: parent's is nested
         mutex_exit(cp.p_lock)
         # The child's lwp wakes us from relvm; if it exits first, or SVFORK is
@@ -771,18 +959,22 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
         waker = cp.s.p_tlist
         stuck = _vfork_released(K, cp, pid)
         if K.bug("vfwait_no_recheck"):
-            # wait once and trust the wake-up
-            cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
-            mutex_exit(pp.p_lock)
+            _bug_vfwait_no_recheck(K, pp, waker, stuck)
             break
+        # The wait may be long, so it is interruptible (cv_wait_sig), which
+        # lets job control and /proc stop the parent meanwhile.  But the
+        # parent may not return before the child lets go, and once a signal
+        # is pending cv_wait_sig returns at once, every time: the loop would
+        # spin.  So after the first interrupted sleep the wait is cv_wait.
         if not signalled:
-            if not kcv_wait_sig(K, pp.p_cv, pp.p_lock, waker, stuck):
-                signalled = True
+            signalled = not kcv_wait_sig(K, pp.p_cv, pp.p_lock, waker, stuck)
         else:
             cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
         mutex_exit(pp.p_lock)
+    # The address space is the parent's alone again: re-apply the watch
+    # protections, then, after waiting out /proc, restart the other lwps.
     a = K.ases.slots[pp.s.p_as - 1]
-    if pp.s.p_wcount:  # re-apply the watch protections
+    if pp.s.p_wcount:
         lk = K.a_lock(pp.s.p_as)
         rw_enter(lk, RW_WRITER)
         a.a_wpage = a.a_wpage
@@ -794,3 +986,145 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     continuelwps(K, pp)
     mutex_exit(pp.p_lock)
     K.fire("proc:::vfork-wait-done", pp.s.p_pid, lw.t_tid, pid)
+
+
+# ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
+#
+# Each function below is one entry of realfork.kernel.bugs.CATALOGUE, entered
+# from the correct code by a single ``if K.bug(name): ...`` line and doing that
+# step the wrong way.  None runs unless its bug is switched on.
+#
+# A finding names the kernel function a thread was in when it blocked or
+# panicked (the innermost function of its call chain).  Every bug function
+# carries @_seeded_in(host), which names its frames after the function it was
+# cut out of, so that findings, and the signatures the catalogue expects, read
+# as they would with the mistake written in the host itself ("lock order: ...
+# (relvm)", not "(_bug_relvm_parent_first)").
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _seeded_in(host: str) -> Callable[[_F], _F]:
+    """Takes no locks.  Give a seeded bug's code the name ``host`` in call chains."""
+    def name(fn: _F) -> _F:
+        f = cast(types.FunctionType, fn)
+        f.__code__ = f.__code__.replace(co_name=host)
+        return fn
+    return name
+
+
+@_seeded_in("cfork")
+def _bug_holdlwp_cleared_unlocked(K: Kernel, p: Proc, lw: klwp_t) -> None:
+    """Called with no locks held: that is the bug.  vfork clears TP_HOLDLWP
+    before taking p_lock, a read-modify-write of t_proc_flag that can lose a
+    concurrent change (illumos 6361360).  _clear_holdlwp's assertion panics
+    at once.  (With vfork_keeps_holdlwp also on, nothing is cleared at all.)"""
+    _clear_holdlwp(K, p, lw)
+
+
+@_seeded_in("_clear_holdlwp")
+def _bug_vfork_keeps_holdlwp(K: Kernel, p: Proc, lw: klwp_t) -> None:
+    """Caller holds p->p_lock.  vfork leaves the caller's TP_HOLDLWP set
+    (illumos 6339942): a pending lwp_suspend stops the vfork child, whose
+    parent then waits for it forever."""
+    return None
+
+
+@_seeded_in("cfork")
+def _bug_getproc_fail_skips_continuelwps(K: Kernel, p: Proc, lw: klwp_t, site: str) -> Result:
+    """Called with no locks held.  When getproc fails, cfork leaves the pool
+    barrier but forgets continuelwps (a classic mistake): the caller's other
+    lwps stay held for good (invariant D18)."""
+    mutex_enter(p.p_lock)
+    pool_barrier_exit(K, p)
+    mutex_exit(p.p_lock)
+    return _forkerr(K, p, lw.t_tid, EAGAIN, site)
+
+
+@_seeded_in("getproc")
+def _bug_zone_set_late(K: Kernel, pp: Proc) -> int:
+    """Takes no locks.  pid_assign is given no zone, so the child is visible
+    to prfind with p_zone NULL until getproc's step 6 sets it (illumos
+    6439016): a lookup that follows p_zone meanwhile panics."""
+    return 0
+
+
+@_seeded_in("_upcount_release")
+def _bug_fork_fail_skips_upcount_dec(K: Kernel, cp: Proc) -> None:
+    """Called with no locks held.  fork_fail forgets upcount_dec (a classic
+    mistake): every failed fork leaks one of its user's processes
+    (invariant A5)."""
+    return None
+
+
+@_seeded_in("disown_proc")
+def _bug_failed_child_not_disowned(K: Kernel, pp: Proc, cp: Proc) -> None:
+    """Caller holds pidlock.  A failed child is freed while still on its
+    parent's child and orphan lists (illumos 7412, newproc's mistake, on the
+    failure path cfork shares with it): the next walk of either list follows
+    a freed or reused slot."""
+    return None
+
+
+@_seeded_in("_as_dup_failed")
+def _bug_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
+    """Caller holds P_PR_LOCK on p; returns with nothing held.  The 2006
+    order of the as_dup failure (illumos 6533743): fork_fail takes the file
+    lock while P_PR_LOCK is still held, against a /proc controller that holds
+    the file lock and waits for P_PR_LOCK.  A deadlock."""
+    fork_fail(K, cp)  # file locks taken under P_PR_LOCK
+    _free_failed_child(K, p, cp)
+    mutex_enter(p.p_lock)
+    p.s.p_flag &= ~SFORKING
+    pool_barrier_exit(K, p)
+    continuelwps(K, p)
+    sprunlock(K, p)  # drops p_lock
+    return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
+
+
+@_seeded_in("cfork")
+def _bug_pidlock_dropped_before_forkret(K: Kernel, t: KThread, p: Proc, cp: Proc) -> Result:
+    """Caller holds pidlock.  cfork drops pidlock before CL_FORKRET (a
+    classic mistake), leaving the child unpinned between the two; CL_FORKRET's
+    assertion that pidlock is held panics."""
+    mutex_exit(K.pidlock)
+    CL_FORKRET(K, t, p, cp)
+    return 0, cp.s.p_pid, 0
+
+
+@_seeded_in("relvm")
+def _bug_relvm_parent_first(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
+    """Called with no locks held; returns with none held.  relvm takes the
+    parent's p_lock before the child's (and skips the child's prbarrier), a
+    classic mistake: the order p_lock/1 -> p_lock inverts vfwait's, which
+    lockdep reports, and which deadlocks against a parent in vfwait."""
+    while True:
+        mutex_enter_nested(pp.p_lock, 1)
+        mutex_enter(p.p_lock)
+        if not pp.s.p_proc_flag & P_PR_LOCK:
+            break
+        mutex_exit(p.p_lock)
+        prbarrier(K, pp)
+        mutex_exit(pp.p_lock)
+    _vfork_hand_back(K, t, p, pp)
+
+
+@_seeded_in("_vfork_hand_back")
+def _bug_relvm_lost_wakeup(K: Kernel, p: Proc, pp: Proc) -> None:
+    """Caller holds the child's p_lock and the parent's; returns with
+    neither.  relvm clears the parent's SVFWAIT but never signals p_cv (a
+    classic mistake): the parent in vfwait sleeps on, a lost wake-up."""
+    pp.s.p_flag &= ~SVFWAIT  # cleared, but nobody is told
+    mutex_exit(pp.p_lock)
+    mutex_exit(p.p_lock)
+
+
+@_seeded_in("vfwait")
+def _bug_vfwait_no_recheck(K: Kernel, pp: Proc, waker: int,
+                           stuck: Callable[[], str | None]) -> None:
+    """Caller holds the parent's p_lock; returns with it dropped.  vfwait
+    sleeps once and trusts the wake-up without re-checking SVFORK (a classic
+    mistake): a spurious wake-up (a sibling's exit) returns the parent to
+    user mode on the address space its child still borrows."""
+    cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
+    mutex_exit(pp.p_lock)

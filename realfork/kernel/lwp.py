@@ -8,6 +8,11 @@ or in place inside an interruptible sleep for SHOLDFORK1) with
 ``stop(PR_SUSPENDED)``, which lowers ``p_lwprcnt`` and broadcasts
 ``p_holdlwps``.  They stay stopped without TS_CSTART until
 ``continuelwps``.  Everything here runs under the process's ``p_lock``.
+
+The first line of each docstring says which locks the caller must hold and
+which are held on return.  The one seeded bug here (``K.bug(name)``,
+realfork.kernel.bugs) is entered by one line and lives in the last section
+of this module.
 """
 
 from __future__ import annotations
@@ -64,13 +69,20 @@ class LwpExit(BaseException):
 
 def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
                name: str = "") -> KThread | None:
-    """A new lwp of ``p``, TS_STOPPED with TP_HOLDLWP, not yet counted as running.
+    """Called with no locks held; returns with none held.  A new lwp of
+    ``p``, TS_STOPPED with TP_HOLDLWP, not yet counted as running.
 
     Admission charges the task, project and zone lwp counts (except for
     syscid); None when a limit, the thread table or the directory says no.
     The caller makes it runnable (``lwp_create_done``, ``continuelwps``).
     """
     s = p.s
+    # Charge the lwp counts first, under p_lock; then drop p_lock to
+    # allocate the kernel thread (an allocation may sleep, and p_lock is not
+    # held across a sleep); then retake p_lock to put the lwp in the
+    # directory and on p_tlist.  Between the two sections the process may
+    # have changed (another lwp created or exited): nothing read in the
+    # first is used in the second.
     mutex_enter(p.p_lock)
     if not lwp_count_admit(K, p, 1, test=not syscid):
         mutex_exit(p.p_lock)
@@ -105,7 +117,7 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
     lw.t_kstate = LWP_STOPPED
     lw.t_post_sys = 1
     t.s.t_sig_check = 1
-    # append at the tail of the circular p_tlist
+    # Append it at the tail of the circular p_tlist.
     if s.p_tlist:
         first = K.lwps[s.p_tlist - 1]
         last = first.t_back
@@ -123,6 +135,7 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
 
 
 def _zero_lwp(K: Kernel, t: KThread) -> None:
+    """Takes no locks: the lwp is on no list yet.  Zero its klwp_t."""
     import ctypes
 
     from .structs import klwp_t
@@ -131,11 +144,15 @@ def _zero_lwp(K: Kernel, t: KThread) -> None:
 
 
 def _undo_create(K: Kernel, p: Proc, t: KThread, syscid: bool) -> None:
+    """Called with no locks held.  Give back what lwp_create took: the lwp
+    counts and the kernel thread."""
     lwp_count_release(K, p.s.p_task, p.s.p_zone)
     K.dom.kthread_free(t)
 
 
 def _next_lwpid(K: Kernel, p: Proc) -> int:
+    """Caller holds p->p_lock.  The next free lwpid: p_lwpid + 1, wrapping at
+    INT_MAX (SLWPWRAP), after which ids still in use are skipped; -1 if none."""
     s = p.s
     for _ in range(INT_MAX):
         if s.p_lwpid == INT_MAX:
@@ -148,7 +165,7 @@ def _next_lwpid(K: Kernel, p: Proc) -> int:
 
 
 def lwp_create_done(K: Kernel, t: KThread, p: Proc) -> None:
-    """The creator has finished: let ``t`` run (requires p_lock)."""
+    """Caller holds p->p_lock (asserted).  The creator has finished: let ``t`` run."""
     assert MUTEX_HELD(p.p_lock)
     lw = K.lwps[t.slot]
     if not lw.t_schedflag & TS_CSTART:
@@ -158,7 +175,8 @@ def lwp_create_done(K: Kernel, t: KThread, p: Proc) -> None:
 
 
 def start_lwp(K: Kernel, t: KThread) -> None:
-    """Put ``t`` on a real OS thread (it waits there, stopped, until setrun)."""
+    """Called with no locks held.  Put ``t`` on a real OS thread (it waits
+    there, stopped, until setrun)."""
     K.machine.start_lwp(t)
 
 
@@ -166,7 +184,8 @@ def start_lwp(K: Kernel, t: KThread) -> None:
 
 
 def pokelwps(K: Kernel, p: Proc, me: KThread) -> None:
-    """Make every other lwp of ``p`` reach a stop point (requires p_lock)."""
+    """Caller holds p->p_lock (asserted).  Make every other lwp of ``p``
+    reach a stop point."""
     assert MUTEX_HELD(p.p_lock)
     s = p.s
     for t in p.threads():
@@ -181,7 +200,8 @@ def pokelwps(K: Kernel, p: Proc, me: KThread) -> None:
                 lw.t_schedflag |= TS_XSTART | TS_PSTART
                 setrun_locked(K, t)
             elif s.p_flag & SHOLDFORK and SUSPENDED(K, t) and not lw.t_schedflag & TS_CSTART:
-                # lwp_suspend'ed inside a system call: move it to a clonable point
+                # lwp_suspend'ed inside a system call: forkall cannot copy it
+                # there, so it is moved on to a clonable point
                 s.p_lwprcnt += 1
                 lw.t_schedflag |= TS_CSTART
                 setrun_locked(K, t)
@@ -190,7 +210,8 @@ def pokelwps(K: Kernel, p: Proc, me: KThread) -> None:
 
 
 def continuelwps(K: Kernel, p: Proc) -> None:
-    """Restart the lwps a hold stopped (requires p_lock)."""
+    """Caller holds p->p_lock (asserted; no hold flag may be set).  Restart
+    the lwps a hold stopped; those an lwp_suspend applies to stay stopped."""
     from .structs import SWATCHOK
 
     assert MUTEX_HELD(p.p_lock)
@@ -207,11 +228,18 @@ def continuelwps(K: Kernel, p: Proc) -> None:
 
 
 def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
-    """Stop every other lwp of the caller's process at a clonable point.
+    """Called with no locks held; returns with none held (p_lock is held
+    throughout, except while stopped or asleep on p_holdlwps).  Stop every
+    other lwp of the caller's process at a clonable point.
 
     False (and nothing held) when another lwp is running forkall or exiting
     the process.  On success no hold flag is left set: the others simply
     sit SUSPENDED without TS_CSTART until ``continuelwps``.
+
+    ``p_lwprcnt`` counts the lwps not hold-stopped.  The holder counts itself
+    out, so the count falls to 0 when every other lwp has stopped, and counts
+    itself back in on every way out (a back-off or success); a count left
+    off by one would make the next hold wait forever or finish early.
     """
     from .signal_defs import SIGSTOP  # noqa: F401 - job control is not modelled
     from .structs import PR_REQUESTED, TP_PRSTOP
@@ -222,7 +250,10 @@ def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
     mutex_enter(p.p_lock)
     K.fire("proc:::hold-start", s.p_pid, lw.t_tid, holdflag)
     while True:
-        # the conflict loop
+        # The conflict loop.  Another lwp running forkall or exiting the
+        # process will clone or end this one: give up.  Another fork1/vfork
+        # (or watchpoint) holder will stop this one like its others: stop
+        # here and look again when it is done.
         while s.p_flag & (SEXITLWPS | SHOLDFORK | SHOLDFORK1 | SHOLDWATCH):
             if s.p_flag & (SEXITLWPS | SHOLDFORK):
                 mutex_exit(p.p_lock)
@@ -231,10 +262,24 @@ def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
         s.p_flag |= holdflag
         pokelwps(K, p, t)
         s.p_lwprcnt -= 1
+        if holdflag == SHOLDFORK and K.bug("forkall_clones_unheld"):
+            return _bug_forkall_clones_unheld(K, t, p, holdflag)
+        # Wait until every other lwp has stopped.  Two things end the wait
+        # early: the holder backs off (counts itself back in, clears its
+        # flag) and starts over, because waiting on would deadlock:
+        # * exitlwps (SEXITLWPS) or a watchpoint holder (SHOLDWATCH) began
+        #   meanwhile.  exitlwps waits for a hold in progress to end before
+        #   it goes on, and the lwps it pokes exit rather than stop: the
+        #   holder and exitlwps would wait for each other.  Starting over,
+        #   the conflict loop gives up (exit) or stops behind the
+        #   watchpoint holder.
+        # * A job-control stop of the process (p_stopsig) or a /proc stop
+        #   of the holder (TP_PRSTOP) is pending.  That stop is complete only
+        #   when the holder has stopped too, and the other lwps may be
+        #   stopping for it rather than for the hold: the holder stops
+        #   first, in sympathy (PR_REQUESTED).
         retry = False
-        # (bug forkall_clones_unheld: forkall does not wait for the others to stop)
-        unheld = holdflag == SHOLDFORK and K.bug("forkall_clones_unheld")
-        while s.p_lwprcnt > 0 and not unheld:
+        while s.p_lwprcnt > 0:
             if s.p_flag & (SEXITLWPS | SHOLDWATCH):
                 s.p_lwprcnt += 1
                 s.p_flag &= ~holdflag
@@ -251,15 +296,24 @@ def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
             cv_wait(p.p_holdlwps, p.p_lock)
         if not retry:
             break
+    return _holds_done(K, t, p, holdflag)
+
+
+def _holds_done(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
+    """Caller holds p->p_lock; returns with it dropped.  The hold is
+    complete: count the holder back in and clear the flag (the others stay
+    stopped without TS_CSTART); True."""
+    s = p.s
     s.p_lwprcnt += 1
     s.p_flag &= ~holdflag
-    K.fire("proc:::hold-done", s.p_pid, lw.t_tid, holdflag)
+    K.fire("proc:::hold-done", s.p_pid, K.lwps[t.slot].t_tid, holdflag)
     mutex_exit(p.p_lock)
     return True
 
 
 def holdlwp(K: Kernel, t: KThread, p: Proc) -> None:
-    """A hold point: stop here if a hold is in progress; exit if told to.
+    """Called with no locks held; returns with none held, unless it exits
+    instead.  A hold point: stop here if a hold is in progress; exit if told to.
 
     Only the process-wide holds stop here.  An lwp_suspend request
     (TP_HOLDLWP) is honoured in ``issig``, after a pending SIGKILL: a
@@ -283,9 +337,15 @@ def holdlwp(K: Kernel, t: KThread, p: Proc) -> None:
 
 
 def lwp_exit(K: Kernel, t: KThread, p: Proc) -> None:
-    """End the calling lwp (requires p_lock; never returns).
+    """Caller holds p->p_lock (asserted); never returns, and drops it on the
+    way out.  End the calling lwp.
 
-    The last lwp ends the process instead, through ``exit``.
+    The last lwp ends the process instead, through ``exit``: it drops p_lock
+    first, because exit takes p_lock itself, and pidlock, which comes before
+    any p_lock.
+    Otherwise it first waits out /proc (prbarrier), which may be looking at
+    this lwp, and then takes itself off every list under p_lock, so that a
+    holder counting p_lwprcnt or a waiter in lwp_wait sees it gone at once.
     """
     from .exit import exit_proc
     from .procfs import prbarrier
@@ -308,14 +368,14 @@ def lwp_exit(K: Kernel, t: KThread, p: Proc) -> None:
         s.p_lwpid -= 1
     s.p_lwpcnt -= 1
     s.p_lwprcnt -= 1
-    # leave a zombie lwpent for lwp_wait, or none
+    # Leave a zombie lwpent for lwp_wait (TP_TWAIT), or none.
     i = lwp_hash_lookup(K, p, lw.t_tid)
     if lw.t_proc_flag & TP_TWAIT and i >= 0:
         K.dir_block(s.p_lwpdir)[i].le_thread = 0
         s.p_zombcnt += 1
     elif i >= 0:
         lwp_hash_out(K, p, lw.t_tid)
-    # unlink from p_tlist
+    # Unlink it from p_tlist, and wake the waiters that count lwps.
     if s.p_tlist == t.id:
         s.p_tlist = lw.t_forw if lw.t_forw != t.id else NIL
     K.lwps[lw.t_back - 1].t_forw = lw.t_forw
@@ -330,8 +390,8 @@ def lwp_exit(K: Kernel, t: KThread, p: Proc) -> None:
 
 
 def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
-    """Make the caller the only lwp of its process; 0, or EINTR if another
-    lwp is already doing it."""
+    """Called with no locks held; returns with none held.  Make the caller the
+    only lwp of its process; 0, or EINTR if another lwp is already doing it."""
     from .procfs import prbarrier
 
     s = p.s
@@ -343,12 +403,16 @@ def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
         mutex_exit(p.p_lock)
         return EINTR
     s.p_flag |= SEXITLWPS | (SCOREDUMP if coredump else 0)
-    # a holder in progress aborts its hold (holdlwps step 4)
+    # A hold in progress is waited out: the broadcast wakes the holder in
+    # holdlwps, which sees SEXITLWPS, backs off and clears its flag.  Reusing
+    # SHOLDFORK below while another holder's flag is still set would mix up
+    # the two holds' counts.
     while s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH):
         cv_broadcast(p.p_holdlwps)
         cv_wait(p.p_holdlwps, p.p_lock)
         prbarrier(K, p)
-    # quiesce, reusing SHOLDFORK
+    # Stop every other lwp, reusing SHOLDFORK (so they stop at the top of
+    # their stacks, out of any sleep).
     s.p_flag |= SHOLDFORK
     pokelwps(K, p, t)
     s.p_lwprcnt -= 1
@@ -357,7 +421,8 @@ def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
         prbarrier(K, p)
     s.p_lwprcnt += 1
     s.p_flag &= ~SHOLDFORK
-    # let the others run into lwp_exit
+    # Set each of them running, marked TP_EXITLWP, into lwp_exit; wait until
+    # the caller is the last.
     for t2 in p.threads():
         if t2.id == t.id:
             continue
@@ -371,7 +436,7 @@ def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
             setrun_locked(K, t2)
     while s.p_lwpcnt > 1:
         cv_wait(p.p_holdlwps, p.p_lock)
-    # hash out the zombie lwps
+    # Remove the zombie lwps' directory entries: nobody will lwp_wait for them.
     for _i, lwpid, tid, _start in dir_entries(K, p):
         if tid == 0:
             lwp_hash_out(K, p, lwpid)
@@ -386,6 +451,7 @@ def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
 
 
 def idtot(K: Kernel, p: Proc, lwpid: int) -> KThread | None:
+    """Caller holds p->p_lock.  The live lwp with id ``lwpid``, or None."""
     i = lwp_hash_lookup(K, p, lwpid)
     if i < 0:
         return None
@@ -394,7 +460,13 @@ def idtot(K: Kernel, p: Proc, lwpid: int) -> KThread | None:
 
 
 def lwp_suspend(K: Kernel, me: KThread, p: Proc, lwpid: int) -> int:
-    """Suspend lwp ``lwpid`` and wait until it is SUSPENDED (requires p_lock)."""
+    """Caller holds p->p_lock (asserted); returns with it held (dropped
+    while asleep).  Suspend lwp ``lwpid`` and wait until it is SUSPENDED.
+
+    After each sleep the target is looked up again (it may have exited), and
+    if its TP_HOLDLWP was cleared meanwhile (lwp_continue, or vfork's step 5)
+    the request is made again from the top: the flag is the request, and a
+    wait for a withdrawn request would never end."""
     assert MUTEX_HELD(p.p_lock)
     t = idtot(K, p, lwpid)
     if t is None:
@@ -424,8 +496,9 @@ def lwp_suspend(K: Kernel, me: KThread, p: Proc, lwpid: int) -> int:
 
 
 def lwp_continue(K: Kernel, p: Proc, t: KThread) -> None:
-    """Undo lwp_suspend (requires p_lock).  The lwp runs again only when no
-    hold is in progress."""
+    """Caller holds p->p_lock (asserted).  Undo lwp_suspend.  The lwp runs
+    again only when no hold is in progress (the holder's continuelwps will
+    start it otherwise)."""
     assert MUTEX_HELD(p.p_lock)
     lw = K.lwps[t.slot]
     lw.t_proc_flag &= ~TP_HOLDLWP
@@ -437,7 +510,8 @@ def lwp_continue(K: Kernel, p: Proc, t: KThread) -> None:
 
 
 def lwp_wait(K: Kernel, me: KThread, p: Proc, lwpid: int) -> tuple[int, int]:
-    """Reap a zombie TP_TWAIT lwp (0 = any): (errno, lwpid).  Requires p_lock."""
+    """Caller holds p->p_lock (asserted); returns with it held (dropped while
+    asleep).  Reap a zombie TP_TWAIT lwp (0 = any): (errno, lwpid)."""
     assert MUTEX_HELD(p.p_lock)
     s = p.s
     mylw = K.lwps[me.slot]
@@ -460,3 +534,18 @@ def lwp_wait(K: Kernel, me: KThread, p: Proc, lwpid: int) -> tuple[int, int]:
         s.p_lwpwait -= 1
         if r == 0:
             return EINTR, 0
+
+
+# ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
+#
+# Entered from the correct code by a single ``if K.bug(name): ...`` line;
+# runs only when its bug is switched on.  (It neither blocks nor panics, so
+# no call chain ever names it: the finding comes from forklwp.)
+
+
+def _bug_forkall_clones_unheld(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
+    """Caller holds p->p_lock; returns with it dropped.  forkall's holdlwps
+    pokes the other lwps and reports success without waiting for them to
+    stop (a classic mistake): forklwp then copies lwps that are still
+    running, whose state changes under the copy."""
+    return _holds_done(K, t, p, holdflag)
