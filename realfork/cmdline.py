@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BadInput
@@ -63,7 +63,8 @@ def build_parser(description: str, adders: Iterable[AddParser],
     cls = RaisingParser if raise_errors else Parser
     p = cls(prog="realfork", description=description,
             formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=cls)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=cls,
+                           help="the command to run (realfork COMMAND --help lists its options)")
     for add in adders:
         add(sub)
     return p
@@ -157,41 +158,68 @@ def bounds(name: str) -> str:
 # -- boot options -------------------------------------------------------------------
 
 
-def add_boot_options(p: argparse.ArgumentParser) -> None:
-    """The options of ``realfork.boot``'s parameters (``boot_params`` reads them back)."""
-    p.add_argument("--backend", choices=("threads", "processes"), default="threads")
+def add_boot_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None
+                     ) -> None:
+    """The options of ``realfork.boot``'s parameters (``boot_params`` reads them back).
+
+    Each help line gives the default and the range (``LIMITS``, which
+    ``realfork.boot`` checks).  The default is ``KernelParams``'s (or the noise
+    configuration's) unless ``defaults`` names the one the subcommand boots
+    with instead; it only shows in the help, since an option left out is not
+    passed to ``realfork.boot`` at all.
+    """
+    from types import SimpleNamespace
+
+    from .kernel.params import RESERVED_PROCS, KernelParams
+    from .sync.noise import NoiseConfig
+
+    d = SimpleNamespace(**{**KernelParams().to_dict(), **(defaults or {})})
+    n = NoiseConfig()
+    p.add_argument("--backend", choices=("threads", "processes"), default="threads",
+                   help="what runs each lwp: an OS thread of this process, or an OS process "
+                        f"of a pool (default {d.backend})")
     p.add_argument("--seed", type=limit("seed"), default=0,
-                   help="seed of the run (a signed 64-bit integer)")
+                   help=f"seed of the run (default {d.seed}; a signed 64-bit integer, "
+                        f"{bounds('seed')})")
     p.add_argument("--nproc", type=limit("nproc"), default=None, metavar="N",
-                   help=f"process table slots ({bounds('nproc')})")
+                   help=f"process table slots (default {d.nproc:,}; {bounds('nproc')})")
     p.add_argument("--maxlwps", type=limit("maxlwps"), default=None, metavar="N",
-                   help=f"lwps of all processes together ({bounds('maxlwps')})")
+                   help=f"lwps of all processes together (default {d.maxlwps:,}; "
+                        f"{bounds('maxlwps')})")
     p.add_argument("--maxpid", type=limit("maxpid"), default=None, metavar="N",
-                   help=f"largest pid ({bounds('maxpid')}; at least --nproc)")
+                   help=f"largest pid (default {d.maxpid:,}; {bounds('maxpid')}; at least "
+                        "--nproc)")
     p.add_argument("--maxup", type=limit("maxup"), default=None, metavar="N",
-                   help=f"processes per user ({bounds('maxup')})")
+                   help=f"processes per user (default --nproc minus {RESERVED_PROCS}, the "
+                        f"slots only root may use; {bounds('maxup')})")
     p.add_argument("--ncpus", type=limit("ncpus"), default=None, metavar="N",
-                   help=f"CPUs ({bounds('ncpus')})")
+                   help=f"CPUs (default {d.ncpus}; {bounds('ncpus')})")
     p.add_argument("--deadlock-timeout", type=limit("deadlock_timeout"), default=None,
-                   metavar="S", help=f"seconds a wait may last ({bounds('deadlock_timeout')})")
+                   metavar="S",
+                   help=f"seconds a wait may last before it is reported as a deadlock "
+                        f"(default {d.deadlock_timeout:g}; {bounds('deadlock_timeout')})")
     p.add_argument("--probe-capacity", type=limit("probe_capacity"), default=None,
                    metavar="N",
-                   help=f"records in the probe ring ({bounds('probe_capacity')}; more if a run "
-                        "reports probes dropped)")
+                   help=f"records in the probe ring (default {d.probe_capacity:,}; "
+                        f"{bounds('probe_capacity')}; more if a run reports probes dropped)")
     p.add_argument("--faults", action="append", default=[], metavar="SPEC",
-                   help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable)")
+                   help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable; default "
+                        "none)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
-                   help="switch on a catalogued kernel bug (repeatable)")
+                   help="switch on a catalogued kernel bug (repeatable; default none; "
+                        "realfork bugs lists them)")
     p.add_argument("--lockdep", choices=("off", "warn", "panic"), default=None,
-                   help="the lock-order validator (default warn)")
+                   help=f"the lock-order validator (default {d.lockdep})")
     p.add_argument("--noise", choices=("off", "contest", "pct"), default=None,
-                   help="schedule noise at every lock operation (default off)")
+                   help=f"schedule noise at every lock operation (default {n.mode}; contest "
+                        "if another --noise option is given)")
     p.add_argument("--noise-prob", type=limit("noise_prob", "a probability"), default=None,
                    metavar="P",
-                   help="chance that a noise point delays its thread (default 0.05; 0..1)")
+                   help=f"chance that a noise point delays its thread (default {n.prob:g}; "
+                        f"{bounds('noise_prob')})")
     p.add_argument("--noise-sleep-us", type=limit("noise_sleep_us"), default=None,
                    metavar="US",
-                   help=f"longest noise delay in microseconds (default 200; "
+                   help=f"longest noise delay in microseconds (default {n.sleep_us}; "
                         f"{bounds('noise_sleep_us')})")
     p.add_argument("--noise-seed", type=limit("noise_seed"), default=None, metavar="N",
                    help=f"seed of the noise (default: --seed; {bounds('noise_seed')})")

@@ -24,7 +24,7 @@ from ..cmdline import (
 )
 from ..errors import BadInput
 from ..safeio import check_output_path, shorten, write_replacing
-from .config import MAX_INSTANCES, StressConfig, read_job_file
+from .config import KERNEL_DEFAULTS, MAX_INSTANCES, StressConfig, read_job_file
 from .runner import StressResult, StressRun
 from .stressors import STRESSORS, option_help
 
@@ -75,7 +75,7 @@ def add_stress_parser(sub: argparse._SubParsersAction) -> None:
                    help="show the realfork top view of the running kernel during the run")
     s.add_argument("--report", metavar="FILE.html",
                    help="write a self-contained HTML report with charts and tables")
-    add_boot_options(s)
+    add_boot_options(s, KERNEL_DEFAULTS)
 
 
 def _stress_parser(raise_errors: bool = False) -> argparse.ArgumentParser:

@@ -526,12 +526,12 @@ def minimize(finding_dir: str | Path, attempts: int = DEFAULT_ATTEMPTS,
 # -- the command line ---------------------------------------------------------------------
 
 
-MINIMIZE_HELP = f"""Shrink the reproducer of a finding saved by `realfork stress`, after
+MINIMIZE_HELP = f"""Shrink the reproducer of a finding saved by realfork stress, after
 syzkaller: fewer stressors and instances, smaller stressor options (fewer
 instructions), simpler settings (threads, noise off, faults off), a shorter
 budget, always keeping the same signature.  A change is kept when the
 signature reproduces in at least ceil(R/2) of R attempts.  The result is
-written to DIR/minimized (a finding directory: `realfork replay` runs it)
+written to DIR/minimized (a finding directory: realfork replay runs it)
 with its reliability measured over R attempts.
 
 Exit status: 0 the result reproduces in at least ceil(R/2) of R attempts;

@@ -185,7 +185,7 @@ def replay_finding(finding: Finding, cfg: StressConfig, times: int,
 
 # -- the command line ---------------------------------------------------------------------
 
-REPLAY_HELP = """Re-run a finding saved by `realfork stress` (its settings and seed) N
+REPLAY_HELP = """Re-run a finding saved by realfork stress (its settings and seed) N
 times, each to its first finding or its budget, and print how often the same
 signature comes back.
 
