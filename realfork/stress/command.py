@@ -209,7 +209,7 @@ def stress_command(args: argparse.Namespace, argv: list[str] | None = None) -> i
 
 
 def write_outputs(result: StressResult, args: argparse.Namespace) -> None:
-    from .metrics import to_yaml
+    from .render import to_yaml
 
     doc = result_document(result)
     if args.json:
@@ -227,7 +227,7 @@ def result_document(result: StressResult) -> dict:
 
 
 def format_result(result: StressResult) -> str:
-    from .metrics import format_tables
+    from .render import format_tables
 
     lines = [format_tables(result.metrics)]
     lines.append(f"invariant checks while running: {result.checks} "
