@@ -53,6 +53,7 @@ def _add_bugs_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.choices["bugs"]
     p.description = (p.description or "").replace("`", "")
 
+
 # Every subcommand, in the order ``realfork --help`` lists them: the function
 # that adds its parser, and how it runs (given the parsed options and the
 # whole command line).  The lambdas look their command up when they run, so
