@@ -149,7 +149,7 @@ def _repro(system: realfork.System, item: pytest.Item) -> str:
         except BadInput as e:
             lines.append(f"reproducer not saved: {e}")
         else:
-            from .cli import boot_options
+            from .cmdline import boot_options
 
             lines.append(f"reproduce: realfork run {boot_options(p)} {path}")
     rep = system.panic_report()

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from realfork.shm.segment import Layout
 
 HERE = Path(__file__).parent
 DEFAULT_BACKEND = "threads"  # the ``backend`` fixture switches it per test
+
+
+def tool(name: str) -> ModuleType:
+    """The script tools/<name>.py, imported as a module (tools/ is not a package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE.parent / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None, name
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def words_layout(layout: Layout) -> None:

@@ -22,14 +22,13 @@ from realfork.user.generate import (
     GENERATED_SYSCALLS,
     IMPLIED,
     STRUCTURAL_OPS,
-    SimResult,
     allowed_syscalls,
     generate,
     generate_text,
-    simulate,
 )
 from realfork.user.isa import Disposition
 from realfork.user.program import Imm, Instr, LabelRef, Reg
+from realfork.user.simulate import SimResult, simulate
 
 pytestmark = pytest.mark.timeout(60)
 

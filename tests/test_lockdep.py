@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import boot_checked, words_layout
+from helpers import boot_checked, tool, words_layout
 
 from realfork.errors import BadInput, KernelPanic
 from realfork.machine.threads import ThreadFactory
@@ -422,7 +422,7 @@ def test_the_kernel_runs_clean_and_learns_its_orders(backend: str) -> None:
 
 
 def test_bench_measures_both_modes() -> None:
-    got = lockdep.bench(n=2000, trials=1)
+    got = tool("bench_lockdep").bench(n=2000, trials=1)
     assert set(got) == {"off_ns", "off_nested_ns", "warn_ns", "warn_nested_ns"}
     assert all(v > 0 for v in got.values())
 

@@ -21,9 +21,13 @@ from realfork.kernel.faults import SITE_INDEX
 from realfork.kernel.structs import PR_SUSPENDED, SHOLDFORK, SHOLDFORK1
 from realfork.kernel.syscall import SYSNUM
 from realfork.probes.ring import ProbeEvent
+from realfork.stress import dist as D
 from realfork.stress import metrics as M
+from realfork.stress import render as R
 from realfork.stress.config import StressConfig
-from realfork.stress.metrics import Dist, Metrics, format_tables, to_yaml
+from realfork.stress.dist import Dist
+from realfork.stress.metrics import Metrics
+from realfork.stress.render import format_tables, to_yaml
 from realfork.stress.runner import run_stress
 from realfork.sync.structs import SYNC_CV, SYNC_MUTEX, SYNC_RW, TS_ONPROC, TS_SLEEP
 
@@ -110,11 +114,11 @@ def test_percentiles_are_exact_nearest_rank() -> None:
 @pytest.mark.timeout(30)
 def test_histogram_buckets_tile_the_integers() -> None:
     prev_hi = -1
-    for i in range(M._bucket(1 << 40) + 1):
-        lo, hi = M._bucket_bounds(i)
+    for i in range(D._bucket(1 << 40) + 1):
+        lo, hi = D._bucket_bounds(i)
         assert lo == prev_hi + 1 and hi >= lo
-        assert M._bucket(lo) == M._bucket(hi) == i
-        assert hi - lo + 1 <= max(1, lo >> M.SUB_BITS)  # width <= value / 128
+        assert D._bucket(lo) == D._bucket(hi) == i
+        assert hi - lo + 1 <= max(1, lo >> D.SUB_BITS)  # width <= value / 128
         prev_hi = hi
 
 
@@ -381,8 +385,8 @@ def test_tables_are_aligned() -> None:
     assert any(ln.startswith("pidlock") and "50us" in ln for ln in lines)
     assert "fork failures: 1" in text and "pid_assign" in text
     assert "--probe-capacity" not in text  # nothing was dropped
-    assert M.fmt_ns(999) == "999ns" and M.fmt_ns(12_345) == "12.3us"
-    assert M.fmt_ns(250_000_000) == "250ms" and M.fmt_ns(3.2e9) == "3.2s"
+    assert R.fmt_ns(999) == "999ns" and R.fmt_ns(12_345) == "12.3us"
+    assert R.fmt_ns(250_000_000) == "250ms" and R.fmt_ns(3.2e9) == "3.2s"
 
 
 @pytest.mark.timeout(30)

@@ -405,13 +405,9 @@ def main() -> int:
           f"{100 * r['cv_vs_sem_pingpong']:.0f}% of the semaphore ping-pong (target >= 30%)")
     print(json.dumps({"bench": "substrate", **{k: round(v, 3) for k, v in r.items()}}))
 
-    from realfork.sync import lockdep
+    from bench_lockdep import section as lockdep_section
 
-    ld = lockdep.bench()
-    print("lock-order validator, ns per uncontended mutex_enter+mutex_exit:")
-    for k, v in ld.items():
-        print(f"  {k:32s} {v:8.0f}")
-    print(json.dumps({"bench": "lockdep", **{k: round(v, 1) for k, v in ld.items()}}))
+    lockdep_section()  # its defaults, whatever --quick says, as before
 
     pr = probe_ring_costs(n // 4, trials)
     print(f"probe ring, ns per record (best of {trials} x {n // 4:,}):")

@@ -1,4 +1,5 @@
-"""``realfork stress``: from parsed options to a campaign, tables and exit status."""
+"""``realfork stress``: its options, and from parsed options to a campaign, tables and
+exit status."""
 
 from __future__ import annotations
 
@@ -9,18 +10,81 @@ import signal
 import stat
 import sys
 
+from ..cmdline import (
+    EXIT_CLEAN,
+    EXIT_FOUND,
+    MAX_COUNT,
+    MAX_SECONDS,
+    add_boot_options,
+    boot_params,
+    build_parser,
+    float_in,
+    int_in,
+    positive_float,
+)
 from ..errors import BadInput
 from ..safeio import check_output_path, shorten, write_replacing
-from .config import StressConfig, read_job_file
+from .config import KERNEL_DEFAULTS, MAX_INSTANCES, StressConfig, read_job_file
 from .runner import StressResult, StressRun
-from .stressors import STRESSORS
+from .stressors import STRESSORS, option_help
 
-EXIT_CLEAN, EXIT_FOUND = 0, 1
+STRESS_HELP = """Hammer a kernel with concurrent stressors, check it while it runs, and
+report findings (deduplicated, saved with a reproducer) and metrics.
+
+With no stressor options, one instance of every stressor runs for 30 s.
+
+Exit status: 0 clean; 1 a finding (deadlock, hang, panic, lock-order
+inversion, invariant violation); 2 bad usage or bad input; 3 the machine
+could not give the resources asked for."""
+
+
+def add_stress_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("stress", help="run the stress tester", description=STRESS_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = s.add_argument_group("stressors (instances of each; default: one of every stressor)")
+    instances = int_in(0, MAX_INSTANCES, "a number of instances")
+    g.add_argument("--all", type=instances, default=None, metavar="N",
+                   help=f"N instances of every stressor (0..{MAX_INSTANCES})")
+    for name, st in STRESSORS.items():
+        g.add_argument(f"--{name}", type=instances, default=None, metavar="N",
+                       help=f"{st.help} (bogo op: {st.op_probe})")
+    o = s.add_argument_group("stressor options")
+    for name, st in STRESSORS.items():
+        for opt in st.options:
+            low, high = st.ranges[opt]
+            o.add_argument(f"--{name}-{opt.replace('_', '-')}", type=int_in(low, high),
+                           default=None, metavar="N", dest=f"opt__{name}__{opt}",
+                           help=option_help(name, opt))
+    s.add_argument("--timeout", type=positive_float, default=None, metavar="S",
+                   help=f"seconds of stress (default 30; at most {MAX_SECONDS:,})")
+    s.add_argument("--ops", type=int_in(0, MAX_COUNT), default=0, metavar="N",
+                   help="stop each stressor once it has done N bogo ops")
+    s.add_argument("--check-interval", type=float_in(0.0, MAX_SECONDS), default=5.0,
+                   metavar="S",
+                   help="pause and run the invariant checker every S seconds (0: only at "
+                        "the end)")
+    s.add_argument("--keep-going", action="store_true",
+                   help="after a finding, record it and restart on a fresh kernel")
+    s.add_argument("--findings", default="findings", metavar="DIR",
+                   help="where findings are saved (default ./findings)")
+    s.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    s.add_argument("--yaml", metavar="FILE", help="write the metrics as YAML")
+    s.add_argument("--job", metavar="FILE", help="read options from a job file")
+    s.add_argument("--quiet", action="store_true", help="no progress line")
+    s.add_argument("--dashboard", action="store_true",
+                   help="show the realfork top view of the running kernel during the run")
+    s.add_argument("--report", metavar="FILE.html",
+                   help="write a self-contained HTML report with charts and tables")
+    add_boot_options(s, KERNEL_DEFAULTS)
+
+
+def _stress_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    """A ``realfork`` parser that knows only ``stress`` (for job files): it parses a
+    stress command line as the whole command line does."""
+    return build_parser(STRESS_HELP, [add_stress_parser], raise_errors)
 
 
 def config_from_args(args: argparse.Namespace) -> StressConfig:
-    from ..cli import boot_params
-
     stressors: dict[str, int] = {}
     if args.all is not None:
         stressors = {name: args.all for name in STRESSORS}
@@ -50,10 +114,8 @@ def apply_job_file(args: argparse.Namespace, argv: list[str] | None) -> argparse
     option (so an error names its line): its key must be a stress option
     spelt out in full, and its value must pass that option's check.
     """
-    from ..cli import build_parser
-
     shown = shorten(args.job)
-    checker = build_parser(raise_errors=True)
+    checker = _stress_parser(raise_errors=True)
     stress = checker._subparsers._group_actions[0].choices["stress"]  # type: ignore[union-attr]
     known = stress._option_string_actions
     words: list[str] = []
@@ -69,7 +131,7 @@ def apply_job_file(args: argparse.Namespace, argv: list[str] | None) -> argparse
         words += line
     rest = list(sys.argv[1:] if argv is None else argv)
     i = rest.index("stress")
-    return build_parser().parse_args(rest[:i + 1] + words + rest[i + 1:])
+    return _stress_parser().parse_args(rest[:i + 1] + words + rest[i + 1:])
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -107,7 +169,9 @@ def _check_findings_parent(path: str) -> None:
         raise BadInput(f"--findings {shown}: directory {shorten(parent)} is not writable")
 
 
-def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+def stress_command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run ``realfork stress``; ``argv`` is the whole command line (default
+    ``sys.argv[1:]``), read again with a job file's options under it."""
     if args.job:
         args = apply_job_file(args, argv)
     cfg = config_from_args(args)
@@ -145,7 +209,7 @@ def stress_command(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def write_outputs(result: StressResult, args: argparse.Namespace) -> None:
-    from .metrics import to_yaml
+    from .render import to_yaml
 
     doc = result_document(result)
     if args.json:
@@ -163,7 +227,7 @@ def result_document(result: StressResult) -> dict:
 
 
 def format_result(result: StressResult) -> str:
-    from .metrics import format_tables
+    from .render import format_tables
 
     lines = [format_tables(result.metrics)]
     lines.append(f"invariant checks while running: {result.checks} "

@@ -29,6 +29,12 @@ DEFAULT_STRESSORS = {"fork": 1, "forkall": 1, "vfork": 1, "exec": 1, "lwp": 1, "
                      "proc": 1, "bomb": 1, "mix": 1}
 DEFAULT_TIMEOUT = 30.0
 MAX_INSTANCES = 64  # of one stressor
+# Boot parameters a campaign's kernels take unless the settings say otherwise
+# (realfork stress --help shows them).  The ring holds three to four seconds of a
+# busy campaign's probes (lockstat on), so a supervisor that falls behind for a
+# while loses none.
+KERNEL_DEFAULTS: dict[str, Any] = {"deadlock_timeout": 5.0, "nproc": 256, "maxlwps": 1024,
+                                   "probe_capacity": 1 << 18}
 MAX_TIMEOUT = 7 * 86400.0  # seconds; also the longest check interval
 MAX_OPS = 10 ** 9
 MAX_JOB_BYTES = 1 << 20  # a job file is a few lines
@@ -111,9 +117,7 @@ class StressConfig:
         return out
 
     def kernel_params(self) -> dict[str, Any]:
-        # the ring holds three to four seconds of a busy campaign's probes (lockstat on),
-        # so a supervisor that falls behind for a while loses none
-        p = {"deadlock_timeout": 5.0, "nproc": 256, "maxlwps": 1024, "probe_capacity": 1 << 18}
+        p = dict(KERNEL_DEFAULTS)
         p.update(self.boot)
         p.setdefault("seed", self.seed)
         if p.get("noise") and p["noise"].get("mode", "off") != "off":

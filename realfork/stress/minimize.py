@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cmdline import positive_float, positive_int
 from ..errors import BadInput
 from ..safeio import create_new, shorten
 from .config import StressConfig
@@ -525,12 +526,12 @@ def minimize(finding_dir: str | Path, attempts: int = DEFAULT_ATTEMPTS,
 # -- the command line ---------------------------------------------------------------------
 
 
-MINIMIZE_HELP = f"""Shrink the reproducer of a finding saved by `realfork stress`, after
+MINIMIZE_HELP = f"""Shrink the reproducer of a finding saved by realfork stress, after
 syzkaller: fewer stressors and instances, smaller stressor options (fewer
 instructions), simpler settings (threads, noise off, faults off), a shorter
 budget, always keeping the same signature.  A change is kept when the
 signature reproduces in at least ceil(R/2) of R attempts.  The result is
-written to DIR/minimized (a finding directory: `realfork replay` runs it)
+written to DIR/minimized (a finding directory: realfork replay runs it)
 with its reliability measured over R attempts.
 
 Exit status: 0 the result reproduces in at least ceil(R/2) of R attempts;
@@ -540,15 +541,13 @@ asked for.  Default budget {DEFAULT_BUDGET:g} s."""
 
 
 def add_minimize_parser(sub: argparse._SubParsersAction) -> None:
-    from ..cli import _positive_float, _positive_int
-
     p = sub.add_parser("minimize", help="shrink a saved finding's reproducer",
                        description=MINIMIZE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", metavar="DIR", help="a finding directory (findings/<id>)")
-    p.add_argument("--attempts", type=_positive_int, default=DEFAULT_ATTEMPTS, metavar="R",
+    p.add_argument("--attempts", type=positive_int, default=DEFAULT_ATTEMPTS, metavar="R",
                    help=f"attempts per change and for the result (default {DEFAULT_ATTEMPTS})")
-    p.add_argument("--budget", type=_positive_float, default=DEFAULT_BUDGET, metavar="S",
+    p.add_argument("--budget", type=positive_float, default=DEFAULT_BUDGET, metavar="S",
                    help=f"seconds the whole minimization may take (default {DEFAULT_BUDGET:g})")
     p.add_argument("-o", "--output", default=None, metavar="OUT",
                    help="where to write the result (default DIR/minimized)")

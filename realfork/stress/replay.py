@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cmdline import positive_float, positive_int
 from ..errors import BadInput
 from ..safeio import shorten
 from .config import StressConfig
@@ -184,7 +185,7 @@ def replay_finding(finding: Finding, cfg: StressConfig, times: int,
 
 # -- the command line ---------------------------------------------------------------------
 
-REPLAY_HELP = """Re-run a finding saved by `realfork stress` (its settings and seed) N
+REPLAY_HELP = """Re-run a finding saved by realfork stress (its settings and seed) N
 times, each to its first finding or its budget, and print how often the same
 signature comes back.
 
@@ -194,15 +195,13 @@ asked for."""
 
 
 def add_replay_parser(sub: argparse._SubParsersAction) -> None:
-    from ..cli import _positive_float, _positive_int
-
     r = sub.add_parser("replay", help="re-run a saved finding and count reproductions",
                        description=REPLAY_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("dir", metavar="DIR", help="a finding directory (findings/<id>)")
-    r.add_argument("-n", "--times", type=_positive_int, default=DEFAULT_TIMES, metavar="N",
+    r.add_argument("-n", "--times", type=positive_int, default=DEFAULT_TIMES, metavar="N",
                    help=f"attempts (default {DEFAULT_TIMES})")
-    r.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+    r.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="budget of each attempt in seconds (default: the saved one)")
 
 

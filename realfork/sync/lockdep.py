@@ -48,7 +48,7 @@ reported before it blocks), and only when the thread already holds a lock.
 Each (held lock, new lock) pair is first looked up in a per-process set of
 checked lock pairs, then its class edge in a per-process set of known edges;
 shared memory is read on a miss and written, under one chain lock, only for
-an edge new to the kernel.  ``bench()`` measures it.
+an edge new to the kernel.  tools/bench_lockdep.py measures it.
 """
 
 from __future__ import annotations
@@ -665,45 +665,6 @@ def set_strict(dom: Substrate, name: str, on: bool = True) -> None:
         v.r.strict[cid] = int(on)
 
 
-# -- cost ---------------------------------------------------------------------------------
-
-
-def bench(n: int = 100_000, trials: int = 7) -> dict[str, float]:
-    """ns per uncontended mutex_enter+mutex_exit pair, best of ``trials``
-    (interleaved), with lockdep off and on (warn), alone and nested inside
-    one other held lock.
-
-    Run it in a process with no other kernel: the switch is process-wide.
-    """
-    from ..machine.threads import ThreadFactory
-    from .domain import Substrate
-    from .mutex import mutex_enter, mutex_exit
-
-    def run(m: Any, k: int) -> None:
-        for _ in range(k):
-            mutex_enter(m)
-            mutex_exit(m)
-
-    out: dict[str, float] = {}
-    for _ in range(trials):
-        for mode_name in ("off", "warn"):
-            with Substrate.boot(maxlwps=4, nsync=4, lockdep=mode_name) as dom, \
-                    ThreadFactory.adopt(dom, "bench"):
-                outer, m = dom.new_mutex("bench_outer"), dom.new_mutex("bench_lock")
-                for nested in (False, True):
-                    if nested:
-                        mutex_enter(outer)
-                    run(m, 1000)  # the first nested pass learns the edge
-                    t0 = time.perf_counter_ns()
-                    run(m, n)
-                    ns = (time.perf_counter_ns() - t0) / n
-                    if nested:
-                        mutex_exit(outer)
-                    key = f"{mode_name}{'_nested' if nested else ''}_ns"
-                    out[key] = min(out.get(key, float("inf")), ns)
-    return out
-
-
 __all__ = ["DECLARED", "MODES", "NSUB", "PROBE", "STRICT_CLASSES",
-           "Dependency", "LockdepReport", "Validator", "bench", "check", "edges", "mode",
+           "Dependency", "LockdepReport", "Validator", "check", "edges", "mode",
            "reports", "set_strict"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cmdline import float_in, int_in  # the command line's own number checks
+
 SORT_KEYS = ("cpu", "pid", "lwps", "rss")
 DEFAULT_INTERVAL = 1.0
 MAX_INTERVAL = 60.0  # seconds: --once waits one interval before it prints
@@ -22,14 +24,12 @@ Exit status: 0 clean; 2 no such kernel, another user's kernel, or bad usage."""
 
 
 def add_top_parser(sub: argparse._SubParsersAction) -> None:
-    from ..cli import _float_in, _int_in  # the command line's own number checks
-
     t = sub.add_parser("top", help="live dashboard of a running kernel",
                        description=TOP_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("name", nargs="?", metavar="NAME",
                    help="kernel name (default: your one running kernel)")
-    t.add_argument("--interval", type=_float_in(0.0, MAX_INTERVAL, low_open=True),
+    t.add_argument("--interval", type=float_in(0.0, MAX_INTERVAL, low_open=True),
                    default=DEFAULT_INTERVAL, metavar="S",
                    help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g}, at most "
                         f"{MAX_INTERVAL:g}); with --once, the window rates are measured over")
@@ -37,7 +37,7 @@ def add_top_parser(sub: argparse._SubParsersAction) -> None:
                    help="order of the process table (default cpu)")
     t.add_argument("--once", action="store_true", help="print one snapshot and exit")
     t.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
-    t.add_argument("--rows", type=_int_in(1, MAX_ROWS), default=None, metavar="N",
+    t.add_argument("--rows", type=int_in(1, MAX_ROWS), default=None, metavar="N",
                    help=f"process rows shown (default: what fits; 1..{MAX_ROWS:,})")
 
 

@@ -331,7 +331,7 @@ def build_report(doc: dict[str, Any], samples: list[dict[str, Any]], title: str 
         if isinstance(m.get(key), dict):
             parts.append(f"<h3>{key.capitalize()}</h3>" + kv_table(m[key]))
     try:
-        from ..stress.metrics import format_tables
+        from ..stress.render import format_tables
 
         text = format_tables(m)
         parts.append(f"<h3>As printed</h3><pre>{html.escape(text)}</pre>")

@@ -1,4 +1,13 @@
-"""Shared fixtures: booting a bare substrate, and a leak check around every test."""
+"""The test suite's shared fixtures: booting a bare substrate, and a leak check
+around every test.
+
+It sits at the top of the repository, beside pyproject.toml (whose
+``[tool.pytest.ini_options]`` makes this directory pytest's rootdir and puts
+tests/ on sys.path), so it is loaded whether pytest runs from here (``python -m
+pytest``) or from inside tests/.  Tests import its ``leftovers`` as ``from
+conftest import leftovers`` and their helpers as ``from helpers import ...``
+(tests/helpers.py).
+"""
 
 from __future__ import annotations
 
