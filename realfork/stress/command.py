@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import signal
-import stat
 import sys
 
 from ..cmdline import (
@@ -144,28 +143,19 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def _check_findings_parent(path: str) -> None:
-    """The findings directory's place must exist (the store makes the directory itself)."""
+    """The findings store's own check of its root (``check_root``), and what
+    that leaves to the command line: no place under /proc, /sys or /dev, and a
+    parent this user may write in when the directory is still to be made."""
+    from .findings import check_root
+
+    check_root(path)
     shown = shorten(path)
-    if not path or "\0" in path:
-        raise BadInput(f"--findings {shown!r}: not a directory name")
     absolute = os.path.abspath(path)
     for root in ("/proc", "/sys", "/dev"):
         if absolute == root or absolute.startswith(root + "/"):
             raise BadInput(f"--findings {shown}: refusing to write under {root}")
-    try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        st = None
-    except OSError as e:
-        raise BadInput(f"--findings {shown}: {e.strerror}") from None
-    if st is not None:
-        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
-            raise BadInput(f"--findings {shown} exists and is not a directory")
-        return  # the store checks who owns it and who may write it
     parent = os.path.dirname(absolute) or "/"
-    if not os.path.isdir(parent):
-        raise BadInput(f"--findings {shown}: directory {shorten(parent)} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not os.path.lexists(path) and not os.access(parent, os.W_OK | os.X_OK):
         raise BadInput(f"--findings {shown}: directory {shorten(parent)} is not writable")
 
 
