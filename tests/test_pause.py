@@ -506,10 +506,50 @@ def test_checks_do_not_hide_a_hang(backend: str) -> None:
         assert done >= 1
 
 
+def test_boot_returns_with_the_system_processes_asleep(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pageout's and fsflush's lwps are held, by a hook, between taking their
+    p_lock and their idle sleep (where a loaded machine may leave them when
+    their OS threads start late): boot must not return before they sleep,
+    so the kernel is quiescent as soon as it is booted and after a short run
+    (the checker ran between the two and found "D17 ... holds p_lock")."""
+    import multiprocessing
+
+    import realfork.kernel.main as kmain
+
+    release = multiprocessing.get_context("fork").Event()  # shared with the hosts
+    first = True
+    real_cv_wait = kmain.cv_wait
+
+    def held_on_the_way(cv: object, m: object, **kw: object) -> None:
+        nonlocal first  # per OS process: each host has its own copy
+        if first:
+            first = False
+            # p_lock is held here: hold the thread until the test has looked,
+            # or 3 s (a boot that waits for the sleep must not hang)
+            release.wait(3.0)
+        real_cv_wait(cv, m, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kmain, "cv_wait", held_on_the_way)
+    try:
+        with boot_checked(nproc=16, maxlwps=32) as system:
+            K = system.K
+            seen = quiescence(K)
+            found = violations(K)
+            r = system.run("exit 0", timeout=60)
+            after = violations(K)
+            release.set()
+            assert (seen, found) == ("", [])
+            clean(r, 0)
+            assert after == []
+    finally:
+        release.set()
+
+
 def test_pause_nests_and_an_idle_kernel_is_quiescent(backend: str) -> None:
     with boot_checked(nproc=16, maxlwps=32) as system:
         K = system.K
-        wait_for(lambda: quiescence(K) == "")  # processes: pageout's host starting
+        assert quiescence(K) == ""  # boot has waited for pageout and fsflush to sleep
         assert pause(K, 5) and pause(K, 5)
         assert K.g.pausing == 2
         assert violations(K, running=True) == []
