@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import KernelPanic
@@ -365,12 +366,16 @@ def resume(K: Kernel) -> None:
     _end(K)
 
 
-def check_running(K: Kernel, timeout: float) -> list[str] | None:
+def check_running(K: Kernel, timeout: float,
+                  when: Callable[[Kernel], bool] | None = None) -> list[str] | None:
     """Pause, run the invariant checker on the live kernel, resume.
 
     The violations (empty when every invariant holds), or None when the
     kernel did not reach a quiescent point, with nothing moving while the
-    checker read, within ``timeout`` seconds."""
+    checker read, within ``timeout`` seconds.  With ``when``, only a
+    quiescent point at which ``when(K)`` holds (read while paused, so it
+    still holds when the checker reads) will do: at the others the lwps are
+    let go for a moment, and the pause is tried again."""
     from .check import violations
 
     deadline = time.monotonic() + timeout
@@ -381,9 +386,15 @@ def check_running(K: Kernel, timeout: float) -> list[str] | None:
             fp = _wait_quiescent(K, me, deadline)
             if fp is None:
                 return None
-            found = violations(K, running=True)
-            if _stable(K, me, fp):
-                return found
+            if when is None or when(K):
+                found = violations(K, running=True)
+                if _stable(K, me, fp):
+                    return found
+            elif _stable(K, me, fp):
+                # quiescent, but not yet the state looked for: let it run on
+                _end(K)
+                time.sleep(POLL_S)
+                _begin(K)
             if time.monotonic() >= deadline:
                 return None  # something kept moving under the checker
             time.sleep(POLL_S)
