@@ -127,11 +127,17 @@ ticker:
 """
 
 # Long-lived states a running kernel legitimately has, all at once for about
-# 6 s: an unreaped zombie, an SVFWAIT vfork parent whose child sleeps in the
+# 12 s: an unreaped zombie, an SVFWAIT vfork parent whose child sleeps in the
 # borrowed address space, a forkall child with copies of sleeping lwps, an
 # lwp held by lwp_suspend (in its parent and in the forkall child), P_PR_LOCK
 # held by a prlock, and a process spinning in user mode (parked at the gate).
 # The spinner goes on until init, having reaped the others, kills it.
+# The tests read the kernel directly while ``pause`` holds it, and a pause
+# parks the lwps at the gate but lets timed sleeps end: so no sleep of STATES
+# may end, or wake for its heartbeat (every half deadline), while they read,
+# however slowly the machine brings the states about.  The sleeps last 12 s
+# and the kernel has a 60 s deadline (heartbeats every 30 s).
+STATES_BOOT: dict[str, object] = {"nproc": 48, "maxlwps": 128, "deadlock_timeout": 60.0}
 STATES = """
 main:
     fork1
@@ -162,7 +168,7 @@ spinner:
 zombie_maker:
     fork1
     beq rv, 0, quick
-    sleep 6000
+    sleep 12000
     wait
     exit 0
 quick:
@@ -172,7 +178,7 @@ vparent:
     beq rv, 0, vchild
     exit 0
 vchild:
-    sleep 6000
+    sleep 12000
     exit 0
 multi:
     lwp_create napper
@@ -181,20 +187,20 @@ multi:
     lwp_suspend r5
     forkall
     beq rv, 0, fchild
-    sleep 6000
+    sleep 12000
     lwp_continue r5
     wait
     exit 0
 fchild:
-    sleep 6000
+    sleep 12000
     exit 0
 napper:
-    sleep 6000
-    sleep 6000
+    sleep 12000
+    sleep 12000
     lwp_exit
 locker:
     getppid
-    prlock rv, 6000
+    prlock rv, 12000
     exit 0
 """
 
@@ -329,7 +335,7 @@ def test_live_states_are_legitimate(backend: str) -> None:
     """Zombies, an SVFWAIT parent sharing its address space with its vfork
     child, forkall copies of sleeping lwps, suspended lwps, P_PR_LOCK held by
     prlock and lwps parked at the gate: all there, and nothing reported."""
-    with boot_checked(nproc=48, maxlwps=128) as system:
+    with boot_checked(**STATES_BOOT) as system:
         K = system.K
 
         def everything_there() -> bool:
@@ -380,7 +386,7 @@ def spinner(system: System) -> object:
 
 
 def test_a_field_corrupted_while_paused_is_reported(backend: str) -> None:
-    with boot_checked(nproc=48, maxlwps=128) as system:
+    with boot_checked(**STATES_BOOT) as system:
         K = system.K
         with running(system, STATES) as out:
             wait_for(lambda: any(s.p_flag & SVFWAIT for s in procs(system)))
@@ -406,7 +412,7 @@ def test_a_leaked_operation_mark_is_reported_not_waited_for(backend: str) -> Non
     """A pool barrier count on a process whose only lwp is parked at the gate
     cannot belong to an operation in progress: the pause does not wait for
     it to go away, the checker reports it."""
-    with boot_checked(nproc=48, maxlwps=128) as system:
+    with boot_checked(**STATES_BOOT) as system:
         K = system.K
         with running(system, STATES) as out:
             wait_for(lambda: any(s.p_flag & SVFWAIT for s in procs(system)))
@@ -492,8 +498,11 @@ child:
 
 def test_checks_do_not_hide_a_hang(backend: str) -> None:
     """Everybody asleep, nobody parked: checking over and over adds no
-    progress, so the stuck lwp's deadline still ends the run as a hang."""
-    with boot_checked(nproc=16, maxlwps=32, deadlock_timeout=2.0) as system:
+    progress, so the stuck lwp's deadline still ends the run as a hang.  (The
+    deadline is the window in which the checks must come: 6 s, so a test
+    thread kept off the CPU for seconds still checks; a check that made
+    progress would push the end past the run's own 60 s limit.)"""
+    with boot_checked(nproc=16, maxlwps=32, deadlock_timeout=6.0) as system:
         with running(system, STUCK, timeout=60) as out:
             done = 0
             while "result" not in out:
