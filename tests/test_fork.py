@@ -4,7 +4,7 @@ real concurrent lwps through programs."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked, probe_names, run_clean
+from helpers import boot_checked, lwp_in_syscall, probe_names, run_clean, run_gated
 
 from realfork.kernel.errno_defs import EAGAIN, ECHILD, EINTR
 
@@ -163,16 +163,16 @@ def test_vfork_shares_the_address_space() -> None:
 def sleeper_program(call: str, report: str) -> str:
     """An lwp sleeps interruptibly while the main lwp calls ``call``.  The
     sleeper stores its errno in word 0; ``report`` picks whose errno init
-    exits with: the parent's sleeper, or the child's clone of it."""
+    exits with: the parent's sleeper, or the child's clone of it.  Run it
+    with ``run_gated(..., SLEEPER_ASLEEP)``: the main lwp calls once the
+    kernel shows the sleeper asleep, and forkall's sleeper sleeps long
+    enough (forkall ends it early) to be still asleep then, however slow."""
     return f"""
         lwp_create sleeper
     wait_asleep:
-        load r3, 1              ; the sleeper has reached its sleep...
-        bne r3, 0, asleep
         sleep 1
-        jmp wait_asleep
-    asleep:
-        sleep 50                ; ...and is inside it by now
+        load r3, 63             ; the test's gate: the sleeper is inside its sleep
+        beq r3, 0, wait_asleep
         {call}
         beq rv, 0, child
         lwp_wait 0
@@ -185,21 +185,23 @@ def sleeper_program(call: str, report: str) -> str:
         load r1, 0
         exit r1
     sleeper:
-        store 1, 1
-        sleep 400
+        sleep {5000 if call == "forkall" else 400}
         store 0, err
         lwp_exit
     """
 
 
+SLEEPER_ASLEEP = {63: lambda K: lwp_in_syscall(K, 1, 2, "sleep")}  # init's lwp 2
+
+
 @pytest.mark.parametrize("report", ["parent", "child"])
 def test_forkall_interrupts_sleepers_with_eintr_in_parent_and_child(report: str) -> None:
-    r = run(sleeper_program("forkall", report))
+    r = run_gated(sleeper_program("forkall", report), SLEEPER_ASLEEP)
     assert r.status == EINTR
 
 
 def test_fork1_does_not_interrupt_sleepers() -> None:
-    r = run(sleeper_program("fork1", "parent"))
+    r = run_gated(sleeper_program("fork1", "parent"), SLEEPER_ASLEEP)
     assert r.status == 0  # the sleep ran to its end
     names = probe_names(r)
     assert "hold-start" in names and "hold-done" in names

@@ -5,11 +5,13 @@ focused test here, error returns included; ``test_every_instruction_is_tested``
 checks that by parsing every program text in this file.  Each test boots its
 own kernel with ``boot_checked``, so the invariant checker runs after it.
 
-Ordering: when one lwp must be inside an interruptible sleep before another
-acts, the sleeper stores a flag just before sleeping and the actor waits for
-the flag and then sleeps 50 ms itself.  Longer sleeps are used only to order
-events that take microseconds (a /proc stop, a child's exit); no test asserts
-how long anything took.
+Ordering: when one lwp must be inside a sleep (a system call that sleeps)
+or must have exited before another acts, the actor waits for a gate the test
+opens once the kernel shows that state (``helpers.run_gated``: the actor
+polls word 63, or 62, of its address space); a loaded machine may keep the
+sleeper off the CPU for seconds after any flag it could store.  Other
+sleeps order events that take microseconds (a /proc stop, a child's exit);
+no test asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from helpers import boot_checked, probe_names
+from helpers import boot_checked, lwp_in_syscall, probe_names, proc_of, run_gated
 
 from realfork.kernel.errno_defs import (
     EAGAIN,
@@ -39,16 +41,25 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 SIGKILL, SIGSEGV, SIGTERM, SIGUSR1, SIGSTOP = 9, 11, 15, 16, 23
 
 
-def run(text: str, **params: object):
-    """Run ``text`` as init on a fresh kernel; the run must end cleanly."""
-    with boot_checked(**params) as system:
-        result = system.run(text, timeout=60)
-        assert result.report is None, str(result.report)
-        return result
+def run(text: str, gates: dict | None = None, **params: object):
+    """Run ``text`` as init on a fresh kernel; the run must end cleanly.
+    ``gates``: see ``helpers.run_gated``."""
+    return run_gated(text, gates or {}, timeout=60, **params)
 
 
-def status(text: str, **params: object) -> int | None:
-    return run(text, **params).status
+def status(text: str, gates: dict | None = None, **params: object) -> int | None:
+    return run(text, gates, **params).status
+
+
+def init_lwp_in(lwpid: int, call: str):
+    """A gate: init's lwp ``lwpid`` is asleep inside system call ``call``."""
+    return lambda K: lwp_in_syscall(K, 1, lwpid, call)
+
+
+def init_has_zombie_lwps(K) -> bool:
+    """A gate: one of init's lwps has exited and is not yet reaped."""
+    s = proc_of(K, 1)
+    return s is not None and s.p_zombcnt >= 1
 
 
 # -- the meta-test ---------------------------------------------------------------------------
@@ -150,12 +161,9 @@ def test_fork1_leaves_other_lwps_sleeping() -> None:
     r = run("""
         lwp_create sleeper
     wait_asleep:
-        load r3, 1
-        bne r3, 0, asleep
         sleep 1
-        jmp wait_asleep
-    asleep:
-        sleep 50
+        load r3, 63             ; the gate: the sleeper is inside its sleep
+        beq r3, 0, wait_asleep
         fork1
         beq rv, 0, child
         lwp_wait 0
@@ -165,10 +173,9 @@ def test_fork1_leaves_other_lwps_sleeping() -> None:
     child:
         exit 0
     sleeper:
-        store 1, 1
         sleep 500
         store 0, err
-    """)
+    """, {63: init_lwp_in(2, "sleep")})
     assert r.status == 0
     assert "hold-start" in probe_names(r)  # it was held in place meanwhile
 
@@ -228,12 +235,9 @@ def test_fork1_by_root_ignores_maxup() -> None:
 SLEEPER = """
     lwp_create sleeper
 wait_asleep:
-    load r3, 1
-    bne r3, 0, asleep
     sleep 1
-    jmp wait_asleep
-asleep:
-    sleep 50
+    load r3, 63             ; the gate: the sleeper is inside its sleep
+    beq r3, 0, wait_asleep
     forkall
     beq rv, 0, child
     lwp_wait 0
@@ -254,7 +258,6 @@ child:
 no_clone:
     exit 1
 sleeper:
-    store 1, 1
     sleep 5000              ; forkall ends it early
     store 0, err
     lwp_exit
@@ -262,7 +265,7 @@ sleeper:
 
 
 def test_forkall_interrupts_sleeps_with_eintr_in_parent_and_child() -> None:
-    assert status(SLEEPER) == 16 * EINTR + EINTR
+    assert status(SLEEPER, {63: init_lwp_in(2, "sleep")}) == 16 * EINTR + EINTR
 
 
 def test_forkall_clones_every_lwp_with_its_lwpid() -> None:
@@ -339,7 +342,10 @@ def test_forkall_copies_unreaped_zombie_lwps() -> None:
     assert status("""
         lwp_create quick
         mov r6, rv
-        sleep 50                ; quick has exited, not yet reaped
+    wait_gone:
+        sleep 1
+        load r3, 63             ; the gate: quick has exited, not yet reaped
+        beq r3, 0, wait_gone
         forkall
         beq rv, 0, child
         lwp_wait r6
@@ -353,7 +359,7 @@ def test_forkall_copies_unreaped_zombie_lwps() -> None:
         exit 1
     quick:
         lwp_exit
-    """) == 3
+    """, {63: init_has_zombie_lwps}) == 3
 
 
 def test_forkall_clone_of_an_lwp_returning_from_vfork_does_not_vfwait_again(
@@ -710,7 +716,6 @@ def test_wait_is_interrupted_by_a_caught_signal() -> None:
         sigmask SIGUSR1, 1      ; the killer starts with it blocked...
         lwp_create killer
         sigmask SIGUSR1, 0      ; ...so only this lwp takes it
-        store 1, 1              ; the flag: about to wait
         wait
         bne rv, -1, bad
         mov r1, err
@@ -718,22 +723,18 @@ def test_wait_is_interrupted_by_a_caught_signal() -> None:
         wait
         exit r1
     child:
-        sleep 5000
+        sleep 60000             ; killed
         exit 0
     killer:
-    wait_flag:
-        load r3, 1
-        bne r3, 0, go
         sleep 1
-        jmp wait_flag
-    go:
-        sleep 50
+        load r3, 63             ; the gate: the main lwp is inside wait
+        beq r3, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
     bad:
         exit 1
-    """) == EINTR
+    """, {63: init_lwp_in(1, "wait")}) == EINTR
 
 
 def test_children_of_a_process_ignoring_sigchld_are_reaped_at_exit() -> None:
@@ -954,21 +955,17 @@ def test_lwp_suspend_of_an_exited_lwp_fails_with_esrch() -> None:
     assert status("""
         lwp_create quick
         mov r6, rv
-    wait_flag:
-        load r1, 0
-        bne r1, 0, gone
+    wait_gone:
         sleep 1
-        jmp wait_flag
-    gone:
-        sleep 50                ; quick has exited by now
+        load r1, 63             ; the gate: quick has exited, not yet reaped
+        beq r1, 0, wait_gone
         lwp_suspend r6          ; a zombie: no such lwp to suspend
         mov r1, err
         lwp_wait r6
         exit r1
     quick:
-        store 0, 1
         lwp_exit
-    """) == ESRCH
+    """, {63: init_has_zombie_lwps}) == ESRCH
 
 
 def test_lwp_suspend_interrupted_by_a_signal_fails_with_eintr_but_the_request_stands() -> None:
@@ -981,13 +978,9 @@ def test_lwp_suspend_interrupted_by_a_signal_fails_with_eintr_but_the_request_st
         mov r7, rv
         sigmask SIGUSR1, 0      ; ...so only this lwp takes it
     wait_busy:
-        load r1, 0
-        bne r1, 0, busy_now
         sleep 1
-        jmp wait_busy
-    busy_now:
-        sleep 50                ; busy is inside prlock's uninterruptible delay
-        store 1, 1              ; the flag: about to suspend busy
+        load r1, 63             ; the gate: busy is inside prlock's uninterruptible delay
+        beq r1, 0, wait_busy
         lwp_suspend r6          ; waits for busy to stop; the signal ends that
         mov r1, err
         lwp_continue r6         ; take the standing suspend request back
@@ -995,21 +988,17 @@ def test_lwp_suspend_interrupted_by_a_signal_fails_with_eintr_but_the_request_st
         lwp_wait r7
         exit r1
     busy:
-        store 0, 1
         getpid
-        prlock rv, 1500
+        prlock rv, 4000         ; outlasts the suspend and the signal, however slow
         lwp_exit
     killer:
-        load r1, 1
-        bne r1, 0, fire
         sleep 1
-        jmp killer
-    fire:
-        sleep 50
+        load r1, 62             ; the gate: the main lwp waits inside lwp_suspend
+        beq r1, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
-    """) == EINTR
+    """, {63: init_lwp_in(2, "prlock"), 62: init_lwp_in(1, "lwp_suspend")}) == EINTR
 
 
 def test_lwp_continue_of_a_running_lwp_succeeds() -> None:
@@ -1058,27 +1047,22 @@ def test_lwp_wait_is_interrupted_by_a_caught_signal() -> None:
         mov r5, rv
         lwp_create killer
         sigmask SIGUSR1, 0      ; ...so only this one takes it
-        store 1, 1              ; the flag: about to wait
         lwp_wait r5
         bne rv, -1, bad
         exit err                ; (ends idle's long sleep too)
     idle:
-        sleep 5000
+        sleep 60000
         lwp_exit
     killer:
-    wait_flag:
-        load r3, 1
-        bne r3, 0, go
         sleep 1
-        jmp wait_flag
-    go:
-        sleep 50
+        load r3, 63             ; the gate: the main lwp is inside lwp_wait
+        beq r3, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
     bad:
         exit 1
-    """) == EINTR
+    """, {63: init_lwp_in(1, "lwp_wait")}) == EINTR
 
 
 # -- time and scheduling -----------------------------------------------------------------------
@@ -1106,26 +1090,21 @@ def test_sleep_is_interrupted_by_a_caught_signal() -> None:
         sigmask SIGUSR1, 1      ; the killer starts with it blocked...
         lwp_create killer
         sigmask SIGUSR1, 0      ; ...so only this lwp takes it
-        store 1, 1              ; the flag: about to sleep
-        sleep 5000
+        sleep 60000
         bne rv, -1, bad
         mov r1, err
         lwp_wait 0
         exit r1
     killer:
-    wait_flag:
-        load r3, 1
-        bne r3, 0, go
         sleep 1
-        jmp wait_flag
-    go:
-        sleep 50
+        load r3, 63             ; the gate: the main lwp is inside its sleep
+        beq r3, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
     bad:
         exit 1
-    """) == EINTR
+    """, {63: init_lwp_in(1, "sleep")}) == EINTR
 
 
 def test_spin_yield_and_nop_are_user_work() -> None:
