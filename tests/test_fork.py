@@ -4,7 +4,15 @@ real concurrent lwps through programs."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked, lwp_in_syscall, probe_names, run_clean, run_gated
+from helpers import (
+    boot_checked,
+    fork_failed,
+    lwp_in_syscall,
+    opening,
+    probe_names,
+    run_clean,
+    run_gated,
+)
 
 from realfork.kernel.errno_defs import EAGAIN, ECHILD, EINTR
 
@@ -310,24 +318,27 @@ def test_agent_lwp_may_not_fork() -> None:
 def test_running_out_of_processes_then_back_to_boot_state() -> None:
     with boot_checked(nproc=24, maxup=10) as system:
         before = system.counters()["nproc"]
-        r = system.run("""
-            setuid 100           ; a plain user: maxup applies
-        more:
-            fork1
-            beq rv, 0, child
-            blt rv, 0, full
-            add r1, 1
-            jmp more
-        full:
-            mov r2, err
-        reap:
-            wait
-            bne rv, -1, reap
-            exit r2
-        child:
-            sleep 1000           ; alive while the parent fills the table
-            exit 0
-        """, timeout=60)
+        with opening(system.K, {63: fork_failed}):
+            r = system.run("""
+                setuid 100           ; a plain user: maxup applies
+            more:
+                fork1
+                beq rv, 0, child
+                blt rv, 0, full
+                add r1, 1
+                jmp more
+            full:
+                mov r2, err
+            reap:
+                wait
+                bne rv, -1, reap
+                exit r2
+            child:
+                sleep 1
+                load r0, 63          ; the gate: alive until the parent has filled the table
+                beq r0, 0, child
+                exit 0
+            """, timeout=60)
         assert r.report is None
         assert r.status == EAGAIN
         assert r.counters["fork_fail"] >= 1

@@ -20,7 +20,16 @@ import ast
 from pathlib import Path
 
 import pytest
-from helpers import boot_checked, lwp_in_syscall, probe_names, proc_of, run_gated
+from helpers import (
+    boot_checked,
+    exited,
+    fork_failed,
+    lwp_in_syscall,
+    lwps_stopped,
+    probe_names,
+    proc_of,
+    run_gated,
+)
 
 from realfork.kernel.errno_defs import (
     EAGAIN,
@@ -196,11 +205,13 @@ def test_fork1_fails_with_eagain_at_the_per_user_limit() -> None:
         bne rv, -1, reap
         exit r2
     child:
-        sleep 2000              ; alive while the parent runs into the limit
+        sleep 1
+        load r0, 63             ; the gate: alive until the parent has run into the limit
+        beq r0, 0, child
         exit 0
     bad:
         exit 1
-    """, maxup=3)
+    """, {63: fork_failed}, maxup=3)
     assert r.status == EAGAIN
     assert r.counters["fork_fail"] >= 1
 
@@ -221,11 +232,13 @@ def test_fork1_by_root_ignores_maxup() -> None:
         bne rv, -1, reap
         exit r1
     child:
-        sleep 2000              ; alive while the parent fills the table
+        sleep 1
+        load r0, 63             ; the gate: alive until the parent has filled the table
+        beq r0, 0, child
         exit 0
     bad:
         exit 1
-    """, nproc=16, maxup=3)
+    """, {63: fork_failed}, nproc=16, maxup=3)
     # 16 slots: p0, pageout, fsflush and init leave 12 children, maxup or not
     assert r.status == 12
 
@@ -523,10 +536,12 @@ def test_exit_reparents_children_to_init() -> None:
         beq rv, 0, grandchild
         exit 0
     grandchild:
-        sleep 500               ; middle has exited by now
+        sleep 1
+        load r0, 63             ; the gate: middle (pid 4) has exited
+        beq r0, 0, grandchild
         getppid
         exit rv                 ; init
-    """) == 1
+    """, {63: exited(4)}) == 1
 
 
 # -- exec ------------------------------------------------------------------------------------
@@ -646,14 +661,17 @@ def test_sigkill_kills_a_process_whose_only_lwp_suspended_itself() -> None:
         fork1
         beq rv, 0, child
         mov r6, rv
-        sleep 300               ; the child has suspended itself
+    wait_suspended:
+        sleep 1
+        load r0, 63             ; the gate: the child has suspended itself
+        beq r0, 0, wait_suspended
         kill r6, SIGKILL
         wait
         exit st
     child:
         lwp_suspend 1
         exit 3
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 1)}) == 128 + SIGKILL
 
 
 def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
@@ -661,19 +679,22 @@ def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
         fork1
         beq rv, 0, child
         mov r6, rv
-        sleep 300               ; both lwps of the child are suspended
+    wait_suspended:
+        sleep 1
+        load r0, 63             ; the gate: both lwps of the child are suspended
+        beq r0, 0, wait_suspended
         kill r6, SIGKILL
         wait
         exit st
     child:
         lwp_create other
-        sleep 5000
+        sleep 60000
         exit 4
     other:
         lwp_suspend 1           ; the main lwp, in its sleep, stops in place
         lwp_suspend 2           ; then itself
         exit 5
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 2)}) == 128 + SIGKILL
 
 
 def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released() -> None:
@@ -1211,7 +1232,10 @@ def test_kill_of_a_zombie_succeeds_and_does_nothing() -> None:
         fork1
         beq rv, 0, child
         mov r1, rv
-        sleep 500               ; the child has exited by now
+    wait_gone:
+        sleep 1
+        load r0, 63             ; the gate: the child (pid 4) has exited
+        beq r0, 0, wait_gone
         kill r1, SIGKILL
         mov r2, err
         wait
@@ -1221,7 +1245,7 @@ def test_kill_of_a_zombie_succeeds_and_does_nothing() -> None:
         exit 3
     bad:
         exit 99
-    """) == 0
+    """, {63: exited(4)}) == 0
 
 
 @pytest.mark.parametrize("sig, expect", [
@@ -1489,7 +1513,10 @@ def test_prlock_of_a_missing_or_zombie_pid_fails_with_esrch() -> None:
         fork1
         beq rv, 0, child
         mov r6, rv
-        sleep 500               ; the child is a zombie by now
+    wait_gone:
+        sleep 1
+        load r0, 63             ; the gate: the child (pid 4) is a zombie
+        beq r0, 0, wait_gone
         prlock r6, 10
         mov r1, err
         wait
@@ -1498,7 +1525,7 @@ def test_prlock_of_a_missing_or_zombie_pid_fails_with_esrch() -> None:
         exit 0
     bad:
         exit 1
-    """) == ESRCH
+    """, {63: exited(4)}) == ESRCH
 
 
 def test_prlock_with_a_negative_time_fails_with_einval() -> None:
