@@ -15,6 +15,7 @@ from helpers import (
 )
 
 from realfork.kernel.errno_defs import EAGAIN, ECHILD, EINTR
+from realfork.kernel.structs import P_PR_LOCK
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 
@@ -248,11 +249,19 @@ def test_vfork_parent_waits_for_relvm_and_its_other_lwps_stay_held() -> None:
 
 
 def test_relvm_retries_while_the_parent_is_proc_locked() -> None:
-    r = run("""
+    def init_pr_locked(K) -> bool:
+        s = next((K.procs.slots[i] for i in K.procs.used() if K.procs.slots[i].p_pid == 1),
+                 None)
+        return s is not None and bool(s.p_proc_flag & P_PR_LOCK)
+
+    r = run_gated("""
         fork1
         beq rv, 0, controller
         mov r6, rv
-        sleep 100               ; the controller takes P_PR_LOCK on us
+    locked:
+        sleep 1
+        load r0, 63             ; the gate: the controller holds P_PR_LOCK on us
+        beq r0, 0, locked
         vfork
         beq rv, 0, vchild
         wait
@@ -262,12 +271,13 @@ def test_relvm_retries_while_the_parent_is_proc_locked() -> None:
         exit 0                  ; relvm must wait until /proc lets go of the parent
     controller:
         getppid
-        prlock rv, 400
+        prlock rv, 3000         ; long enough for a slow machine to vfork inside it
         exit 0
-    """)
+    """, {63: init_pr_locked})
     assert r.status == 0
     ev = {e.name.split(":::")[-1]: e for e in r.probes}
-    # the child's relvm happened only after the controller's 400 ms hold ended
+    # the child's relvm happened only after the controller's hold ended, which
+    # was at least 200 ms after the vfork unless the machine stalled for 2.8 s
     creates = [e for e in r.probes if e.name == "proc:::create" and e.args[1] == 1]
     relvm = [e for e in r.probes if e.name == "proc:::relvm" and e.args[0] == 1]
     assert creates and relvm
@@ -309,7 +319,7 @@ def test_agent_lwp_may_not_fork() -> None:
         wait
         exit r1
     child:
-        sleep 2000
+        sleep 60000             ; alive until killed, however slow the parent
         exit 0
     """)
     assert r.status == 48  # ENOTSUP

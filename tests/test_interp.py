@@ -42,6 +42,7 @@ from realfork.kernel.errno_defs import (
     EPERM,
     ESRCH,
 )
+from realfork.kernel.structs import P_PR_LOCK, SVFWAIT
 from realfork.user.isa import INSTRUCTIONS
 from realfork.user.parser import parse
 
@@ -63,6 +64,22 @@ def status(text: str, gates: dict | None = None, **params: object) -> int | None
 def init_lwp_in(lwpid: int, call: str):
     """A gate: init's lwp ``lwpid`` is asleep inside system call ``call``."""
     return lambda K: lwp_in_syscall(K, 1, lwpid, call)
+
+
+def vfwait_of(pid: int):
+    """A gate: process ``pid`` is a vfork parent waiting for its child."""
+    def gate(K) -> bool:
+        s = proc_of(K, pid)
+        return s is not None and bool(s.p_flag & SVFWAIT)
+    return gate
+
+
+def pr_locked(pid: int):
+    """A gate: /proc holds P_PR_LOCK on process ``pid``."""
+    def gate(K) -> bool:
+        s = proc_of(K, pid)
+        return s is not None and bool(s.p_proc_flag & P_PR_LOCK)
+    return gate
 
 
 def init_has_zombie_lwps(K) -> bool:
@@ -704,17 +721,22 @@ def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released()
         fork1
         beq rv, 0, target
         mov r6, rv
-        sleep 300               ; the target forks and stops on /proc request
+    target_stops:
+        sleep 1
+        load r0, 63             ; the gate: the target forks and stops on /proc request
+        beq r0, 0, target_stops
         fork1
         beq rv, 0, killer
         mov r7, rv
-        prlock r6, 800          ; hold the stopped target while the kill comes
+        prlock r6, 3000         ; hold the stopped target while the kill comes
         wait r6
         mov r1, st
         wait r7
         exit r1
     killer:
-        sleep 200
+        sleep 1
+        load r0, 62             ; the gate: init holds the target's P_PR_LOCK
+        beq r0, 0, killer
         kill r6, SIGKILL
         exit 0
     target:
@@ -725,7 +747,7 @@ def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released()
         exit 6                  ; only prrun or a kill moves it on
     grandchild:
         exit 2
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 1), 62: pr_locked(4)}) == 128 + SIGKILL
 
 
 def test_wait_is_interrupted_by_a_caught_signal() -> None:
@@ -1563,7 +1585,10 @@ def test_pragent_of_a_vfork_parent_fails_with_ebusy() -> None:
         fork1
         beq rv, 0, vparent
         mov r6, rv
-        sleep 300               ; vparent waits in vfwait by now
+    in_vfwait:
+        sleep 1
+        load r0, 63             ; the gate: vparent waits in vfwait
+        beq r0, 0, in_vfwait
         pragent r6
         bne rv, -1, bad
         mov r1, err
@@ -1575,11 +1600,11 @@ def test_pragent_of_a_vfork_parent_fails_with_ebusy() -> None:
         wait
         exit 0
     vchild:
-        sleep 2000
+        sleep 6000              ; keeps vparent in vfwait while init looks
         exit 0
     bad:
         exit 1
-    """) == EBUSY
+    """, {63: vfwait_of(4)}) == EBUSY
 
 
 @pytest.mark.parametrize("ins", ["prfork 999, 1", "prstopfork 999, 1", "prrun 999"])
@@ -1602,7 +1627,10 @@ STOP_ON_FORK = """
     fork1
     beq rv, 0, target
     mov r6, rv
-    sleep 1000              ; the target forks at once and stops
+target_stops:
+    sleep 1
+    load r0, 63             ; the gate: the target has forked and stopped
+    beq r0, 0, target_stops
     prrun r6
     mov r1, rv              ; lwps of the target set running
     wait r6
@@ -1623,7 +1651,10 @@ target:
     fork1
     beq rv, 0, grandchild
     mov r4, rv
-    sleep 500               ; the grandchild has reached its stop
+grandchild_stops:
+    sleep 1
+    load r0, 62             ; the gate: the grandchild has reached its stop
+    beq r0, 0, grandchild_stops
     prrun r4
     mov r3, rv              ; lwps of the grandchild set running
     wait r4
@@ -1640,7 +1671,8 @@ bad:
 
 
 def test_prstopfork_with_prfork_stops_parent_and_child_until_prrun() -> None:
-    assert status(STOP_ON_FORK) == 16 * 1 + (4 * 1 + 2)
+    gates = {63: lwps_stopped(4, 1), 62: lwps_stopped(5, 1)}  # the target, its child
+    assert status(STOP_ON_FORK, gates) == 16 * 1 + (4 * 1 + 2)
 
 
 def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
@@ -1648,7 +1680,10 @@ def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
         fork1
         beq rv, 0, target
         mov r6, rv
-        sleep 1000              ; the target forks at once and stops
+    target_stops:
+        sleep 1
+        load r0, 63             ; the gate: the target has forked and stopped
+        beq r0, 0, target_stops
         prrun r6
         mov r1, rv
         wait r6
@@ -1665,7 +1700,7 @@ def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
         exit 2
     bad:
         exit 99
-    """) == 1
+    """, {63: lwps_stopped(4, 1)}) == 1
 
 
 def test_prstopfork_off_and_prfork_off() -> None:
@@ -1690,7 +1725,10 @@ def test_sigkill_ends_a_proc_stopped_process() -> None:
         fork1
         beq rv, 0, target
         mov r6, rv
-        sleep 300               ; the target is stopped on exit from fork1
+    target_stops:
+        sleep 1
+        load r0, 63             ; the gate: the target is stopped on exit from fork1
+        beq r0, 0, target_stops
         kill r6, SIGKILL
         wait r6
         exit st
@@ -1702,4 +1740,4 @@ def test_sigkill_ends_a_proc_stopped_process() -> None:
         exit 0
     grandchild:
         exit 0
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 1)}) == 128 + SIGKILL
