@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from helpers import words_layout
 
 from realfork.errors import KernelPanic
 from realfork.machine.threads import ThreadFactory
@@ -26,6 +28,20 @@ from realfork.sync.sleepq import wakeup_interruptible
 from realfork.sync.structs import TS_SLEEP
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def dom() -> Iterator[Substrate]:
+    """The shared fixture's substrate with a 30 s deadline instead of 2 s:
+    no test here is about a deadline, and a waiter whose wake-up comes late
+    because the test's own thread was kept off the CPU (a loaded machine
+    does that for seconds) must not be taken for a deadlock."""
+    d = Substrate.boot(maxlwps=64, nsync=256, deadlock_timeout=30.0,
+                       extra_layout=words_layout)
+    try:
+        yield d
+    finally:
+        d.shutdown()
 
 
 def join_all(ts: list) -> None:
@@ -205,7 +221,7 @@ def test_cv_timedwait_signalled_before_timeout(dom: Substrate) -> None:
 
     def waiter() -> None:
         mutex_enter(m)
-        result.append(cv_reltimedwait(cv, m, 5_000_000_000))
+        result.append(cv_reltimedwait(cv, m, 60_000_000_000))  # the signal ends it
         mutex_exit(m)
 
     t = ThreadFactory(dom).spawn(waiter)
