@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from helpers import boot_checked
+from helpers import boot_checked, opening
 
 from realfork.api import RunResult, System
 from realfork.kernel.check import violations
@@ -41,6 +41,10 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 # sleeper killed by SIGTERM, a caught SIGUSR1 to itself, lwp_create +
 # lwp_wait, lwp_suspend + lwp_continue of the ticker, prlock of init for
 # 1 ms.  Every exit status is checked: init exits 0 only if all were right.
+# After its rounds a worker goes on until the test opens gate 63 (word 63 of
+# every address space, ``helpers.opening``): a test that needs so many checks
+# while the workers are busy opens it once it has them, however slow the
+# machine makes the checks, instead of counting what fits in the run.
 BUSY = """
 main:
     sigaction SIGUSR1, catch
@@ -96,6 +100,8 @@ loop:
     sleep 2
     sub r6, 1
     bne r6, 0, loop
+    load r0, 63             ; at least iters rounds, and on until the test's gate
+    beq r0, 0, loop
     store 0, 1
     lwp_wait r4
     exit 0
@@ -275,7 +281,8 @@ def test_checks_while_busy_programs_run_find_nothing(backend: str) -> None:
     another thread, and checks follow each other with short gaps."""
     with boot_checked(nproc=64, maxlwps=256) as system:
         found, done, skipped, nprocs = [], 0, 0, []
-        with running(system, BUSY.format(workers=18, iters=4)) as out:
+        enough = {63: lambda K: done >= 3}
+        with opening(system.K, enough), running(system, BUSY.format(workers=18, iters=4)) as out:
             while "result" not in out:
                 r = system.check_running(timeout=5)
                 if r is None:
@@ -317,8 +324,9 @@ def test_checks_back_to_back_on_generated_programs_find_nothing(backend: str) ->
 def test_checks_from_the_thread_that_polls_find_nothing(backend: str) -> None:
     """The stress runner's way: the thread that started the run is the
     kernel's sched thread, and checks between two polls."""
-    with boot_checked(nproc=64, maxlwps=256) as system:
-        found, done = [], 0
+    found, done = [], 0
+    with boot_checked(nproc=64, maxlwps=256) as system, \
+            opening(system.K, {63: lambda K: done >= 3}):
         system.start(BUSY.format(workers=18, iters=3))  # type: ignore[attr-defined]
         while system.running:  # type: ignore[attr-defined]
             system.poll(0.02)  # type: ignore[attr-defined]
@@ -577,7 +585,8 @@ def test_paused_lwps_run_on_with_the_same_results(backend: str) -> None:
     with boot_checked(nproc=64, maxlwps=256) as system:
         K = system.K
         paused = 0
-        with running(system, BUSY.format(workers=6, iters=4)) as out:
+        enough = {63: lambda K: paused >= 1}
+        with opening(K, enough), running(system, BUSY.format(workers=6, iters=4)) as out:
             while "result" not in out:
                 if pause(K, 2):
                     paused += 1
