@@ -32,7 +32,8 @@ Quiescence.  The kernel is quiescent when
 * every kernel thread but the pauser's sleeps (``TS_SLEEP``, still queued) on
   a condition variable holding no lock (``t_held[0] == 0``): parked at the
   gate, in a system call that sleeps (``wait``, ``sleep``, ``lwp_wait``,
-  vfwait, a hold or /proc stop, ``pageout``/``fsflush`` idle, the
+  vfwait, a hold or /proc stop, ``pageout``/``fsflush`` idle (from the
+  end of boot on: ``kernel_main`` waits until they are), the
   supervisor's ``sched`` thread waiting for init in ``run``/``poll``).  A
   running thread, one blocked on a mutex or rwlock, one woken but not yet
   running (``t_wchan`` cleared) or one between queueing itself and dropping
@@ -58,7 +59,14 @@ the time it queued itself, read in that order -- and again after the check;
 a thread that woke in between either is not asleep any more or has queued
 itself again with a later ``t_sleep_ns``.  If anything differs (or the run
 changed, or the kernel panicked) the result is thrown away and the checker
-runs again at the next quiescent point, within the same ``timeout``.  The
+runs again at the next quiescent point, within the same ``timeout``.
+``check_running(K, timeout, when)`` checks only at a point where
+``when(K)`` holds, read between the two fingerprints.  ``pause`` alone
+makes no such promise: a timed sleep (``sleep``, a ``prlock`` delay, the
+heartbeat of a long ``sleep`` every half deadline) may end while it holds,
+and its lwp run on, holding ``p_lock`` for a moment, until it parks; a
+caller reading the kernel under ``pause`` must know that no timed sleep
+can end meanwhile.  The
 ``sched`` thread's waits on ``run_cv`` are exempt (in ``run``/``poll`` it
 only drains probes); instead ``run_seq``, ``init_exited`` and ``proc_init``
 must not change.
