@@ -55,7 +55,10 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
         want = P_PR_FORK | P_PR_STOPFORK
         return s is not None and s.p_proc_flag & want == want
 
-    gates = {63: flags_set, 62: lwps_stopped(1, 1)}  # init's, in that order
+    def both_stopped(K) -> bool:  # init and its child (pid 5), on exit from fork
+        return lwps_stopped(1, 1)(K) and lwps_stopped(5, 1)(K)
+
+    gates = {63: flags_set, 62: both_stopped}  # in that order
     with boot_checked() as system, opening(system.K, gates):
         r = system.run("""
             fork1
@@ -83,7 +86,7 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
             prstopfork r4, 1        ; and the parent stops on exit from fork
         stopped:
             sleep 1
-            load r0, 62             ; the gate: the parent has forked and stopped
+            load r0, 62             ; the gate: the parent and its child have stopped
             beq r0, 0, stopped
             prrun r4
             exit 0
