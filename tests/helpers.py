@@ -156,6 +156,14 @@ def exited(pid: int, nexit: int = 1):
     return gate
 
 
+def reaped(pid: int, nexit: int = 1):
+    """A gate: process ``pid``, the ``nexit``-th process to exit, has exited
+    and been reaped (its slot is free)."""
+    def gate(K) -> bool:
+        return K.g.nexit >= nexit and proc_of(K, pid) is None
+    return gate
+
+
 def lwps_stopped(pid: int, n: int):
     """A gate: ``n`` lwps of process ``pid`` are stopped (suspended, held or
     /proc-stopped) and asleep there."""

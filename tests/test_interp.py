@@ -28,6 +28,7 @@ from helpers import (
     lwps_stopped,
     probe_names,
     proc_of,
+    reaped,
     run_gated,
 )
 
@@ -554,11 +555,11 @@ def test_exit_reparents_children_to_init() -> None:
         exit 0
     grandchild:
         sleep 1
-        load r0, 63             ; the gate: middle (pid 4) has exited
+        load r0, 63             ; the gate: middle (pid 4) has exited and init reaped it
         beq r0, 0, grandchild
         getppid
         exit rv                 ; init
-    """, {63: exited(4)}) == 1
+    """, {63: reaped(4)}) == 1
 
 
 # -- exec ------------------------------------------------------------------------------------
