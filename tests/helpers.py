@@ -63,3 +63,121 @@ def run_clean(text: str, timeout: float = 90, **params: object):
         result = system.run(text, timeout=timeout)
         assert result.report is None, str(result.report)
         return result
+
+
+# -- gates: states a program cannot see, opened by the test ------------------------------
+
+GATE = 63  # the address-space words gated programs poll: GATE, GATE - 1, ...
+
+
+def lwp_in_syscall(K, pid: int, lwpid: int, name: str) -> bool:
+    """Is lwp ``lwpid`` of ``pid`` asleep inside system call ``name`` (queued
+    on a condition variable, no lock held)?"""
+    from realfork.kernel.syscall import SYSNUM
+    from realfork.sync.structs import SYNC_CV, TS_SLEEP
+
+    kts = K.dom.kthreads
+    for i in kts.used():
+        ts = kts.slots[i]
+        if ts.t_pid == pid and ts.t_lwpid == lwpid:
+            w = ts.t_wchan
+            return (ts.t_state == TS_SLEEP and bool(w) and not ts.t_held[0]
+                    and K.dom.syncs[w - 1].kind == SYNC_CV
+                    and K.lwps[i].t_sysnum == SYSNUM[name])
+    return False
+
+
+def proc_of(K, pid: int):
+    """The proc slot of ``pid`` (live or zombie), or None."""
+    for i in K.procs.used():
+        s = K.procs.slots[i]
+        if s.p_pid == pid:
+            return s
+    return None
+
+
+def opening(K, gates: dict):
+    """A context manager: while it lasts, a watcher opens each gate
+    ``word: predicate`` of ``gates`` (stores 1 into that word of every
+    address space) once ``predicate(K)`` holds, in descending word order,
+    each after the one before.  For a program that must wait for a state it
+    cannot observe itself (an lwp asleep inside a system call, an lwp or a
+    process that has exited, a fork that failed) instead of sleeping and
+    hoping it came: it polls the word (``sleep 1; load r, word``)."""
+    import contextlib
+    import threading
+
+    @contextlib.contextmanager
+    def cm():
+        stop = threading.Event()
+        order = sorted(gates, reverse=True)
+
+        def watch() -> None:
+            for word in order:
+                while not gates[word](K):
+                    if stop.wait(0.002):
+                        return
+                for i in K.ases.used():
+                    K.ases.slots[i].a_words[word] = 1
+
+        watcher = threading.Thread(target=watch, name="gate-watcher", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(30)
+
+    return cm()
+
+
+def run_gated(text: str, gates: dict, timeout: float = 90, **params: object):
+    """Run ``text`` on a fresh kernel (checked on the way out) with ``gates``
+    opened as the kernel gets there (``opening``); the result, which must
+    carry no panic or deadlock report."""
+    with boot_checked(**params) as system:
+        with opening(system.K, gates):
+            result = system.run(text, timeout=timeout)
+        assert result.report is None, str(result.report)
+        return result
+
+
+def exited(pid: int, nexit: int = 1):
+    """A gate: process ``pid``, the ``nexit``-th process to exit (counting
+    from boot), has exited: a zombie, or reaped already.  (The count tells a
+    pid that is gone from one that does not exist yet.)"""
+    from realfork.kernel.structs import SZOMB
+
+    def gate(K) -> bool:
+        if K.g.nexit < nexit:
+            return False
+        s = proc_of(K, pid)
+        return s is None or s.p_stat == SZOMB
+    return gate
+
+
+def reaped(pid: int, nexit: int = 1):
+    """A gate: process ``pid``, the ``nexit``-th process to exit, has exited
+    and been reaped (its slot is free)."""
+    def gate(K) -> bool:
+        return K.g.nexit >= nexit and proc_of(K, pid) is None
+    return gate
+
+
+def lwps_stopped(pid: int, n: int):
+    """A gate: ``n`` lwps of process ``pid`` are stopped (suspended, held or
+    /proc-stopped) and asleep there."""
+    from realfork.kernel.structs import LWP_STOPPED
+    from realfork.sync.structs import TS_SLEEP
+
+    def gate(K) -> bool:
+        kts = K.dom.kthreads
+        return sum(1 for i in kts.used()
+                   if kts.slots[i].t_pid == pid and K.lwps[i].t_kstate == LWP_STOPPED
+                   and kts.slots[i].t_state == TS_SLEEP) >= n
+    return gate
+
+
+def fork_failed(K) -> bool:
+    """A gate: some fork has failed (the process table or maxup is full)."""
+    return K.g.fork_fail >= 1

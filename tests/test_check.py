@@ -5,7 +5,6 @@ kernel's shared memory is corrupted."""
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ import realfork
 from realfork.api import RunResult, System
 from realfork.kernel.check import InvariantViolation, check_kernel, violations
 from realfork.kernel.kernel import Kernel
+from realfork.kernel.pause import check_running
 from realfork.kernel.structs import (
     P_PR_LOCK,
     PEXITED,
@@ -287,24 +287,6 @@ def test_many_programs_in_one_kernel_leak_nothing() -> None:
 # -- quiescent points inside a run --------------------------------------------------------------
 
 
-def _quiet(K: Kernel, ms: float = 150) -> bool:
-    """Nobody made a system call for ``ms``, nobody holds a kernel lock or
-    waits for one, and no user lwp is on a CPU."""
-    from realfork.sync.report import snapshot
-    from realfork.sync.structs import TS_ONPROC
-
-    n = K.g.syscalls
-    time.sleep(ms / 1000)
-    for t in snapshot(K.dom).threads:
-        if t.held or (t.wchan >= 0 and t.wchan_kind != "condvar"):
-            return False
-    kts = K.dom.kthreads
-    for i in kts.used():
-        if kts.slots[i].t_state == TS_ONPROC and K.lwps[i].t_procp > 1:
-            return False
-    return K.g.syscalls == n
-
-
 def _states(K: Kernel) -> list[tuple[int, int, int]]:
     out = []
     q = K.g.practive
@@ -317,24 +299,25 @@ def _states(K: Kernel) -> list[tuple[int, int, int]]:
 
 def check_midrun(system: System, text: str,
                  want: Callable[[list[tuple[int, int, int]]], bool]) -> list[str]:
-    """Run ``text``; once every lwp sleeps and ``want`` holds for the procs,
-    return the violations at that point; then let the run finish."""
+    """Start ``text``; at a quiescent point (the pause's: every lwp parked or
+    asleep, nothing moving while the checker reads) where ``want`` holds for
+    the procs, return the violations; then end the run (``stop`` kills and
+    reaps what is left).  The programs hold their states with long sleeps,
+    so however slowly the machine brings them about, they are still there
+    when the checker comes; nothing depends on a sleep ending first."""
     K = system.K
-    result: dict[str, RunResult] = {}
-    th = threading.Thread(target=lambda: result.setdefault("r", system.run(text, timeout=60)))
-    th.start()
     found: list[str] | None = None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90
+    system.start(text)
     try:
-        while found is None and th.is_alive() and time.monotonic() < deadline:
-            if want(_states(K)) and _quiet(K):
-                found = violations(K)
-            else:
-                time.sleep(0.02)
+        while found is None and system.running:
+            assert time.monotonic() < deadline, "the run never reached the point looked for"
+            system.poll(0.02)
+            found = check_running(K, 1.0, when=lambda K: want(_states(K)))
     finally:
-        th.join()
-    assert result["r"].report is None, str(result["r"].report)
-    assert found is not None, "the run never reached the quiescent point looked for"
+        r = system.stop()
+    assert r.report is None, str(r.report)
+    assert found is not None, "the run ended before the point looked for"
     return found
 
 
@@ -347,11 +330,7 @@ def test_quiescent_point_with_zombies_vfork_and_orphans() -> None:
         beq rv, 0, vparent
         fork1
         beq rv, 0, orphaner
-        sleep 2500
-        wait
-        wait
-        wait
-        wait
+        sleep 600000            ; until the test ends the run
         exit 0
     zchild:
         exit 6
@@ -362,17 +341,17 @@ def test_quiescent_point_with_zombies_vfork_and_orphans() -> None:
         wait
         exit 0
     vchild:
-        sleep 2000
+        sleep 600000
         exit 1
     orphaner:
         fork1
         beq rv, 0, orphan
         exit 2                  ; its child goes to init
     orphan:
-        sleep 2000
+        sleep 600000
         exit 4
     worker:
-        sleep 2500
+        sleep 600000
         lwp_exit
     """
 
@@ -396,15 +375,13 @@ def test_quiescent_point_with_suspended_and_zombie_lwps() -> None:
         lwp_suspend r1          ; suspended with TP_HOLDLWP, cloned as such
         forkall
         beq rv, 0, child
-        sleep 2000
-        lwp_continue r1
-        wait
-        exit st
+        sleep 600000            ; until the test ends the run
+        exit 0
     child:
-        sleep 1500
+        sleep 600000
         exit 5
     sleeper:
-        sleep 2500
+        sleep 600000
         lwp_exit
     quitter:
         lwp_exit

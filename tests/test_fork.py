@@ -4,9 +4,18 @@ real concurrent lwps through programs."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked, probe_names, run_clean
+from helpers import (
+    boot_checked,
+    fork_failed,
+    lwp_in_syscall,
+    opening,
+    probe_names,
+    run_clean,
+    run_gated,
+)
 
 from realfork.kernel.errno_defs import EAGAIN, ECHILD, EINTR
+from realfork.kernel.structs import P_PR_LOCK
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 
@@ -163,16 +172,16 @@ def test_vfork_shares_the_address_space() -> None:
 def sleeper_program(call: str, report: str) -> str:
     """An lwp sleeps interruptibly while the main lwp calls ``call``.  The
     sleeper stores its errno in word 0; ``report`` picks whose errno init
-    exits with: the parent's sleeper, or the child's clone of it."""
+    exits with: the parent's sleeper, or the child's clone of it.  Run it
+    with ``run_gated(..., SLEEPER_ASLEEP)``: the main lwp calls once the
+    kernel shows the sleeper asleep, and forkall's sleeper sleeps long
+    enough (forkall ends it early) to be still asleep then, however slow."""
     return f"""
         lwp_create sleeper
     wait_asleep:
-        load r3, 1              ; the sleeper has reached its sleep...
-        bne r3, 0, asleep
         sleep 1
-        jmp wait_asleep
-    asleep:
-        sleep 50                ; ...and is inside it by now
+        load r3, 63             ; the test's gate: the sleeper is inside its sleep
+        beq r3, 0, wait_asleep
         {call}
         beq rv, 0, child
         lwp_wait 0
@@ -185,21 +194,23 @@ def sleeper_program(call: str, report: str) -> str:
         load r1, 0
         exit r1
     sleeper:
-        store 1, 1
-        sleep 400
+        sleep {5000 if call == "forkall" else 400}
         store 0, err
         lwp_exit
     """
 
 
+SLEEPER_ASLEEP = {63: lambda K: lwp_in_syscall(K, 1, 2, "sleep")}  # init's lwp 2
+
+
 @pytest.mark.parametrize("report", ["parent", "child"])
 def test_forkall_interrupts_sleepers_with_eintr_in_parent_and_child(report: str) -> None:
-    r = run(sleeper_program("forkall", report))
+    r = run_gated(sleeper_program("forkall", report), SLEEPER_ASLEEP)
     assert r.status == EINTR
 
 
 def test_fork1_does_not_interrupt_sleepers() -> None:
-    r = run(sleeper_program("fork1", "parent"))
+    r = run_gated(sleeper_program("fork1", "parent"), SLEEPER_ASLEEP)
     assert r.status == 0  # the sleep ran to its end
     names = probe_names(r)
     assert "hold-start" in names and "hold-done" in names
@@ -238,11 +249,19 @@ def test_vfork_parent_waits_for_relvm_and_its_other_lwps_stay_held() -> None:
 
 
 def test_relvm_retries_while_the_parent_is_proc_locked() -> None:
-    r = run("""
+    def init_pr_locked(K) -> bool:
+        s = next((K.procs.slots[i] for i in K.procs.used() if K.procs.slots[i].p_pid == 1),
+                 None)
+        return s is not None and bool(s.p_proc_flag & P_PR_LOCK)
+
+    r = run_gated("""
         fork1
         beq rv, 0, controller
         mov r6, rv
-        sleep 100               ; the controller takes P_PR_LOCK on us
+    locked:
+        sleep 1
+        load r0, 63             ; the gate: the controller holds P_PR_LOCK on us
+        beq r0, 0, locked
         vfork
         beq rv, 0, vchild
         wait
@@ -252,12 +271,13 @@ def test_relvm_retries_while_the_parent_is_proc_locked() -> None:
         exit 0                  ; relvm must wait until /proc lets go of the parent
     controller:
         getppid
-        prlock rv, 400
+        prlock rv, 3000         ; long enough for a slow machine to vfork inside it
         exit 0
-    """)
+    """, {63: init_pr_locked})
     assert r.status == 0
     ev = {e.name.split(":::")[-1]: e for e in r.probes}
-    # the child's relvm happened only after the controller's 400 ms hold ended
+    # the child's relvm happened only after the controller's hold ended, which
+    # was at least 200 ms after the vfork unless the machine stalled for 2.8 s
     creates = [e for e in r.probes if e.name == "proc:::create" and e.args[1] == 1]
     relvm = [e for e in r.probes if e.name == "proc:::relvm" and e.args[0] == 1]
     assert creates and relvm
@@ -299,7 +319,7 @@ def test_agent_lwp_may_not_fork() -> None:
         wait
         exit r1
     child:
-        sleep 2000
+        sleep 60000             ; alive until killed, however slow the parent
         exit 0
     """)
     assert r.status == 48  # ENOTSUP
@@ -308,24 +328,27 @@ def test_agent_lwp_may_not_fork() -> None:
 def test_running_out_of_processes_then_back_to_boot_state() -> None:
     with boot_checked(nproc=24, maxup=10) as system:
         before = system.counters()["nproc"]
-        r = system.run("""
-            setuid 100           ; a plain user: maxup applies
-        more:
-            fork1
-            beq rv, 0, child
-            blt rv, 0, full
-            add r1, 1
-            jmp more
-        full:
-            mov r2, err
-        reap:
-            wait
-            bne rv, -1, reap
-            exit r2
-        child:
-            sleep 1000           ; alive while the parent fills the table
-            exit 0
-        """, timeout=60)
+        with opening(system.K, {63: fork_failed}):
+            r = system.run("""
+                setuid 100           ; a plain user: maxup applies
+            more:
+                fork1
+                beq rv, 0, child
+                blt rv, 0, full
+                add r1, 1
+                jmp more
+            full:
+                mov r2, err
+            reap:
+                wait
+                bne rv, -1, reap
+                exit r2
+            child:
+                sleep 1
+                load r0, 63          ; the gate: alive until the parent has filled the table
+                beq r0, 0, child
+                exit 0
+            """, timeout=60)
         assert r.report is None
         assert r.status == EAGAIN
         assert r.counters["fork_fail"] >= 1

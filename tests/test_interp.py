@@ -5,11 +5,13 @@ focused test here, error returns included; ``test_every_instruction_is_tested``
 checks that by parsing every program text in this file.  Each test boots its
 own kernel with ``boot_checked``, so the invariant checker runs after it.
 
-Ordering: when one lwp must be inside an interruptible sleep before another
-acts, the sleeper stores a flag just before sleeping and the actor waits for
-the flag and then sleeps 50 ms itself.  Longer sleeps are used only to order
-events that take microseconds (a /proc stop, a child's exit); no test asserts
-how long anything took.
+Ordering: when one lwp must be inside a sleep (a system call that sleeps)
+or must have exited before another acts, the actor waits for a gate the test
+opens once the kernel shows that state (``helpers.run_gated``: the actor
+polls word 63, or 62, of its address space); a loaded machine may keep the
+sleeper off the CPU for seconds after any flag it could store.  Other
+sleeps order events that take microseconds (a /proc stop, a child's exit);
+no test asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ import ast
 from pathlib import Path
 
 import pytest
-from helpers import boot_checked, probe_names
+from helpers import (
+    boot_checked,
+    exited,
+    fork_failed,
+    lwp_in_syscall,
+    lwps_stopped,
+    probe_names,
+    proc_of,
+    reaped,
+    run_gated,
+)
 
 from realfork.kernel.errno_defs import (
     EAGAIN,
@@ -31,6 +43,7 @@ from realfork.kernel.errno_defs import (
     EPERM,
     ESRCH,
 )
+from realfork.kernel.structs import P_PR_LOCK, SVFWAIT
 from realfork.user.isa import INSTRUCTIONS
 from realfork.user.parser import parse
 
@@ -39,16 +52,41 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 SIGKILL, SIGSEGV, SIGTERM, SIGUSR1, SIGSTOP = 9, 11, 15, 16, 23
 
 
-def run(text: str, **params: object):
-    """Run ``text`` as init on a fresh kernel; the run must end cleanly."""
-    with boot_checked(**params) as system:
-        result = system.run(text, timeout=60)
-        assert result.report is None, str(result.report)
-        return result
+def run(text: str, gates: dict | None = None, **params: object):
+    """Run ``text`` as init on a fresh kernel; the run must end cleanly.
+    ``gates``: see ``helpers.run_gated``."""
+    return run_gated(text, gates or {}, timeout=60, **params)
 
 
-def status(text: str, **params: object) -> int | None:
-    return run(text, **params).status
+def status(text: str, gates: dict | None = None, **params: object) -> int | None:
+    return run(text, gates, **params).status
+
+
+def init_lwp_in(lwpid: int, call: str):
+    """A gate: init's lwp ``lwpid`` is asleep inside system call ``call``."""
+    return lambda K: lwp_in_syscall(K, 1, lwpid, call)
+
+
+def vfwait_of(pid: int):
+    """A gate: process ``pid`` is a vfork parent waiting for its child."""
+    def gate(K) -> bool:
+        s = proc_of(K, pid)
+        return s is not None and bool(s.p_flag & SVFWAIT)
+    return gate
+
+
+def pr_locked(pid: int):
+    """A gate: /proc holds P_PR_LOCK on process ``pid``."""
+    def gate(K) -> bool:
+        s = proc_of(K, pid)
+        return s is not None and bool(s.p_proc_flag & P_PR_LOCK)
+    return gate
+
+
+def init_has_zombie_lwps(K) -> bool:
+    """A gate: one of init's lwps has exited and is not yet reaped."""
+    s = proc_of(K, 1)
+    return s is not None and s.p_zombcnt >= 1
 
 
 # -- the meta-test ---------------------------------------------------------------------------
@@ -150,12 +188,9 @@ def test_fork1_leaves_other_lwps_sleeping() -> None:
     r = run("""
         lwp_create sleeper
     wait_asleep:
-        load r3, 1
-        bne r3, 0, asleep
         sleep 1
-        jmp wait_asleep
-    asleep:
-        sleep 50
+        load r3, 63             ; the gate: the sleeper is inside its sleep
+        beq r3, 0, wait_asleep
         fork1
         beq rv, 0, child
         lwp_wait 0
@@ -165,10 +200,9 @@ def test_fork1_leaves_other_lwps_sleeping() -> None:
     child:
         exit 0
     sleeper:
-        store 1, 1
         sleep 500
         store 0, err
-    """)
+    """, {63: init_lwp_in(2, "sleep")})
     assert r.status == 0
     assert "hold-start" in probe_names(r)  # it was held in place meanwhile
 
@@ -189,11 +223,13 @@ def test_fork1_fails_with_eagain_at_the_per_user_limit() -> None:
         bne rv, -1, reap
         exit r2
     child:
-        sleep 2000              ; alive while the parent runs into the limit
+        sleep 1
+        load r0, 63             ; the gate: alive until the parent has run into the limit
+        beq r0, 0, child
         exit 0
     bad:
         exit 1
-    """, maxup=3)
+    """, {63: fork_failed}, maxup=3)
     assert r.status == EAGAIN
     assert r.counters["fork_fail"] >= 1
 
@@ -214,11 +250,13 @@ def test_fork1_by_root_ignores_maxup() -> None:
         bne rv, -1, reap
         exit r1
     child:
-        sleep 2000              ; alive while the parent fills the table
+        sleep 1
+        load r0, 63             ; the gate: alive until the parent has filled the table
+        beq r0, 0, child
         exit 0
     bad:
         exit 1
-    """, nproc=16, maxup=3)
+    """, {63: fork_failed}, nproc=16, maxup=3)
     # 16 slots: p0, pageout, fsflush and init leave 12 children, maxup or not
     assert r.status == 12
 
@@ -228,12 +266,9 @@ def test_fork1_by_root_ignores_maxup() -> None:
 SLEEPER = """
     lwp_create sleeper
 wait_asleep:
-    load r3, 1
-    bne r3, 0, asleep
     sleep 1
-    jmp wait_asleep
-asleep:
-    sleep 50
+    load r3, 63             ; the gate: the sleeper is inside its sleep
+    beq r3, 0, wait_asleep
     forkall
     beq rv, 0, child
     lwp_wait 0
@@ -254,7 +289,6 @@ child:
 no_clone:
     exit 1
 sleeper:
-    store 1, 1
     sleep 5000              ; forkall ends it early
     store 0, err
     lwp_exit
@@ -262,7 +296,7 @@ sleeper:
 
 
 def test_forkall_interrupts_sleeps_with_eintr_in_parent_and_child() -> None:
-    assert status(SLEEPER) == 16 * EINTR + EINTR
+    assert status(SLEEPER, {63: init_lwp_in(2, "sleep")}) == 16 * EINTR + EINTR
 
 
 def test_forkall_clones_every_lwp_with_its_lwpid() -> None:
@@ -339,7 +373,10 @@ def test_forkall_copies_unreaped_zombie_lwps() -> None:
     assert status("""
         lwp_create quick
         mov r6, rv
-        sleep 50                ; quick has exited, not yet reaped
+    wait_gone:
+        sleep 1
+        load r3, 63             ; the gate: quick has exited, not yet reaped
+        beq r3, 0, wait_gone
         forkall
         beq rv, 0, child
         lwp_wait r6
@@ -353,7 +390,7 @@ def test_forkall_copies_unreaped_zombie_lwps() -> None:
         exit 1
     quick:
         lwp_exit
-    """) == 3
+    """, {63: init_has_zombie_lwps}) == 3
 
 
 def test_forkall_clone_of_an_lwp_returning_from_vfork_does_not_vfwait_again(
@@ -517,10 +554,12 @@ def test_exit_reparents_children_to_init() -> None:
         beq rv, 0, grandchild
         exit 0
     grandchild:
-        sleep 500               ; middle has exited by now
+        sleep 1
+        load r0, 63             ; the gate: middle (pid 4) has exited and init reaped it
+        beq r0, 0, grandchild
         getppid
         exit rv                 ; init
-    """) == 1
+    """, {63: reaped(4)}) == 1
 
 
 # -- exec ------------------------------------------------------------------------------------
@@ -640,14 +679,17 @@ def test_sigkill_kills_a_process_whose_only_lwp_suspended_itself() -> None:
         fork1
         beq rv, 0, child
         mov r6, rv
-        sleep 300               ; the child has suspended itself
+    wait_suspended:
+        sleep 1
+        load r0, 63             ; the gate: the child has suspended itself
+        beq r0, 0, wait_suspended
         kill r6, SIGKILL
         wait
         exit st
     child:
         lwp_suspend 1
         exit 3
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 1)}) == 128 + SIGKILL
 
 
 def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
@@ -655,19 +697,22 @@ def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
         fork1
         beq rv, 0, child
         mov r6, rv
-        sleep 300               ; both lwps of the child are suspended
+    wait_suspended:
+        sleep 1
+        load r0, 63             ; the gate: both lwps of the child are suspended
+        beq r0, 0, wait_suspended
         kill r6, SIGKILL
         wait
         exit st
     child:
         lwp_create other
-        sleep 5000
+        sleep 60000
         exit 4
     other:
         lwp_suspend 1           ; the main lwp, in its sleep, stops in place
         lwp_suspend 2           ; then itself
         exit 5
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 2)}) == 128 + SIGKILL
 
 
 def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released() -> None:
@@ -677,17 +722,22 @@ def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released()
         fork1
         beq rv, 0, target
         mov r6, rv
-        sleep 300               ; the target forks and stops on /proc request
+    target_stops:
+        sleep 1
+        load r0, 63             ; the gate: the target forks and stops on /proc request
+        beq r0, 0, target_stops
         fork1
         beq rv, 0, killer
         mov r7, rv
-        prlock r6, 800          ; hold the stopped target while the kill comes
+        prlock r6, 3000         ; hold the stopped target while the kill comes
         wait r6
         mov r1, st
         wait r7
         exit r1
     killer:
-        sleep 200
+        sleep 1
+        load r0, 62             ; the gate: init holds the target's P_PR_LOCK
+        beq r0, 0, killer
         kill r6, SIGKILL
         exit 0
     target:
@@ -698,7 +748,7 @@ def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released()
         exit 6                  ; only prrun or a kill moves it on
     grandchild:
         exit 2
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 1), 62: pr_locked(4)}) == 128 + SIGKILL
 
 
 def test_wait_is_interrupted_by_a_caught_signal() -> None:
@@ -710,7 +760,6 @@ def test_wait_is_interrupted_by_a_caught_signal() -> None:
         sigmask SIGUSR1, 1      ; the killer starts with it blocked...
         lwp_create killer
         sigmask SIGUSR1, 0      ; ...so only this lwp takes it
-        store 1, 1              ; the flag: about to wait
         wait
         bne rv, -1, bad
         mov r1, err
@@ -718,22 +767,18 @@ def test_wait_is_interrupted_by_a_caught_signal() -> None:
         wait
         exit r1
     child:
-        sleep 5000
+        sleep 60000             ; killed
         exit 0
     killer:
-    wait_flag:
-        load r3, 1
-        bne r3, 0, go
         sleep 1
-        jmp wait_flag
-    go:
-        sleep 50
+        load r3, 63             ; the gate: the main lwp is inside wait
+        beq r3, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
     bad:
         exit 1
-    """) == EINTR
+    """, {63: init_lwp_in(1, "wait")}) == EINTR
 
 
 def test_children_of_a_process_ignoring_sigchld_are_reaped_at_exit() -> None:
@@ -954,21 +999,17 @@ def test_lwp_suspend_of_an_exited_lwp_fails_with_esrch() -> None:
     assert status("""
         lwp_create quick
         mov r6, rv
-    wait_flag:
-        load r1, 0
-        bne r1, 0, gone
+    wait_gone:
         sleep 1
-        jmp wait_flag
-    gone:
-        sleep 50                ; quick has exited by now
+        load r1, 63             ; the gate: quick has exited, not yet reaped
+        beq r1, 0, wait_gone
         lwp_suspend r6          ; a zombie: no such lwp to suspend
         mov r1, err
         lwp_wait r6
         exit r1
     quick:
-        store 0, 1
         lwp_exit
-    """) == ESRCH
+    """, {63: init_has_zombie_lwps}) == ESRCH
 
 
 def test_lwp_suspend_interrupted_by_a_signal_fails_with_eintr_but_the_request_stands() -> None:
@@ -981,13 +1022,9 @@ def test_lwp_suspend_interrupted_by_a_signal_fails_with_eintr_but_the_request_st
         mov r7, rv
         sigmask SIGUSR1, 0      ; ...so only this lwp takes it
     wait_busy:
-        load r1, 0
-        bne r1, 0, busy_now
         sleep 1
-        jmp wait_busy
-    busy_now:
-        sleep 50                ; busy is inside prlock's uninterruptible delay
-        store 1, 1              ; the flag: about to suspend busy
+        load r1, 63             ; the gate: busy is inside prlock's uninterruptible delay
+        beq r1, 0, wait_busy
         lwp_suspend r6          ; waits for busy to stop; the signal ends that
         mov r1, err
         lwp_continue r6         ; take the standing suspend request back
@@ -995,21 +1032,17 @@ def test_lwp_suspend_interrupted_by_a_signal_fails_with_eintr_but_the_request_st
         lwp_wait r7
         exit r1
     busy:
-        store 0, 1
         getpid
-        prlock rv, 1500
+        prlock rv, 4000         ; outlasts the suspend and the signal, however slow
         lwp_exit
     killer:
-        load r1, 1
-        bne r1, 0, fire
         sleep 1
-        jmp killer
-    fire:
-        sleep 50
+        load r1, 62             ; the gate: the main lwp waits inside lwp_suspend
+        beq r1, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
-    """) == EINTR
+    """, {63: init_lwp_in(2, "prlock"), 62: init_lwp_in(1, "lwp_suspend")}) == EINTR
 
 
 def test_lwp_continue_of_a_running_lwp_succeeds() -> None:
@@ -1058,27 +1091,22 @@ def test_lwp_wait_is_interrupted_by_a_caught_signal() -> None:
         mov r5, rv
         lwp_create killer
         sigmask SIGUSR1, 0      ; ...so only this one takes it
-        store 1, 1              ; the flag: about to wait
         lwp_wait r5
         bne rv, -1, bad
         exit err                ; (ends idle's long sleep too)
     idle:
-        sleep 5000
+        sleep 60000
         lwp_exit
     killer:
-    wait_flag:
-        load r3, 1
-        bne r3, 0, go
         sleep 1
-        jmp wait_flag
-    go:
-        sleep 50
+        load r3, 63             ; the gate: the main lwp is inside lwp_wait
+        beq r3, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
     bad:
         exit 1
-    """) == EINTR
+    """, {63: init_lwp_in(1, "lwp_wait")}) == EINTR
 
 
 # -- time and scheduling -----------------------------------------------------------------------
@@ -1106,26 +1134,21 @@ def test_sleep_is_interrupted_by_a_caught_signal() -> None:
         sigmask SIGUSR1, 1      ; the killer starts with it blocked...
         lwp_create killer
         sigmask SIGUSR1, 0      ; ...so only this lwp takes it
-        store 1, 1              ; the flag: about to sleep
-        sleep 5000
+        sleep 60000
         bne rv, -1, bad
         mov r1, err
         lwp_wait 0
         exit r1
     killer:
-    wait_flag:
-        load r3, 1
-        bne r3, 0, go
         sleep 1
-        jmp wait_flag
-    go:
-        sleep 50
+        load r3, 63             ; the gate: the main lwp is inside its sleep
+        beq r3, 0, killer
         getpid
         kill rv, SIGUSR1
         lwp_exit
     bad:
         exit 1
-    """) == EINTR
+    """, {63: init_lwp_in(1, "sleep")}) == EINTR
 
 
 def test_spin_yield_and_nop_are_user_work() -> None:
@@ -1232,7 +1255,10 @@ def test_kill_of_a_zombie_succeeds_and_does_nothing() -> None:
         fork1
         beq rv, 0, child
         mov r1, rv
-        sleep 500               ; the child has exited by now
+    wait_gone:
+        sleep 1
+        load r0, 63             ; the gate: the child (pid 4) has exited
+        beq r0, 0, wait_gone
         kill r1, SIGKILL
         mov r2, err
         wait
@@ -1242,7 +1268,7 @@ def test_kill_of_a_zombie_succeeds_and_does_nothing() -> None:
         exit 3
     bad:
         exit 99
-    """) == 0
+    """, {63: exited(4)}) == 0
 
 
 @pytest.mark.parametrize("sig, expect", [
@@ -1510,7 +1536,10 @@ def test_prlock_of_a_missing_or_zombie_pid_fails_with_esrch() -> None:
         fork1
         beq rv, 0, child
         mov r6, rv
-        sleep 500               ; the child is a zombie by now
+    wait_gone:
+        sleep 1
+        load r0, 63             ; the gate: the child (pid 4) is a zombie
+        beq r0, 0, wait_gone
         prlock r6, 10
         mov r1, err
         wait
@@ -1519,7 +1548,7 @@ def test_prlock_of_a_missing_or_zombie_pid_fails_with_esrch() -> None:
         exit 0
     bad:
         exit 1
-    """) == ESRCH
+    """, {63: exited(4)}) == ESRCH
 
 
 def test_prlock_with_a_negative_time_fails_with_einval() -> None:
@@ -1557,7 +1586,10 @@ def test_pragent_of_a_vfork_parent_fails_with_ebusy() -> None:
         fork1
         beq rv, 0, vparent
         mov r6, rv
-        sleep 300               ; vparent waits in vfwait by now
+    in_vfwait:
+        sleep 1
+        load r0, 63             ; the gate: vparent waits in vfwait
+        beq r0, 0, in_vfwait
         pragent r6
         bne rv, -1, bad
         mov r1, err
@@ -1569,11 +1601,11 @@ def test_pragent_of_a_vfork_parent_fails_with_ebusy() -> None:
         wait
         exit 0
     vchild:
-        sleep 2000
+        sleep 6000              ; keeps vparent in vfwait while init looks
         exit 0
     bad:
         exit 1
-    """) == EBUSY
+    """, {63: vfwait_of(4)}) == EBUSY
 
 
 @pytest.mark.parametrize("ins", ["prfork 999, 1", "prstopfork 999, 1", "prrun 999"])
@@ -1596,7 +1628,10 @@ STOP_ON_FORK = """
     fork1
     beq rv, 0, target
     mov r6, rv
-    sleep 1000              ; the target forks at once and stops
+target_stops:
+    sleep 1
+    load r0, 63             ; the gate: the target has forked and stopped
+    beq r0, 0, target_stops
     prrun r6
     mov r1, rv              ; lwps of the target set running
     wait r6
@@ -1617,7 +1652,10 @@ target:
     fork1
     beq rv, 0, grandchild
     mov r4, rv
-    sleep 500               ; the grandchild has reached its stop
+grandchild_stops:
+    sleep 1
+    load r0, 62             ; the gate: the grandchild has reached its stop
+    beq r0, 0, grandchild_stops
     prrun r4
     mov r3, rv              ; lwps of the grandchild set running
     wait r4
@@ -1634,7 +1672,8 @@ bad:
 
 
 def test_prstopfork_with_prfork_stops_parent_and_child_until_prrun() -> None:
-    assert status(STOP_ON_FORK) == 16 * 1 + (4 * 1 + 2)
+    gates = {63: lwps_stopped(4, 1), 62: lwps_stopped(5, 1)}  # the target, its child
+    assert status(STOP_ON_FORK, gates) == 16 * 1 + (4 * 1 + 2)
 
 
 def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
@@ -1642,7 +1681,10 @@ def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
         fork1
         beq rv, 0, target
         mov r6, rv
-        sleep 1000              ; the target forks at once and stops
+    target_stops:
+        sleep 1
+        load r0, 63             ; the gate: the target has forked and stopped
+        beq r0, 0, target_stops
         prrun r6
         mov r1, rv
         wait r6
@@ -1659,7 +1701,7 @@ def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
         exit 2
     bad:
         exit 99
-    """) == 1
+    """, {63: lwps_stopped(4, 1)}) == 1
 
 
 def test_prstopfork_off_and_prfork_off() -> None:
@@ -1684,7 +1726,10 @@ def test_sigkill_ends_a_proc_stopped_process() -> None:
         fork1
         beq rv, 0, target
         mov r6, rv
-        sleep 300               ; the target is stopped on exit from fork1
+    target_stops:
+        sleep 1
+        load r0, 63             ; the gate: the target is stopped on exit from fork1
+        beq r0, 0, target_stops
         kill r6, SIGKILL
         wait r6
         exit st
@@ -1696,4 +1741,4 @@ def test_sigkill_ends_a_proc_stopped_process() -> None:
         exit 0
     grandchild:
         exit 0
-    """) == 128 + SIGKILL
+    """, {63: lwps_stopped(4, 1)}) == 128 + SIGKILL

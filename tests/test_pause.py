@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from helpers import boot_checked
+from helpers import boot_checked, opening
 
 from realfork.api import RunResult, System
 from realfork.kernel.check import violations
@@ -41,6 +41,10 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 # sleeper killed by SIGTERM, a caught SIGUSR1 to itself, lwp_create +
 # lwp_wait, lwp_suspend + lwp_continue of the ticker, prlock of init for
 # 1 ms.  Every exit status is checked: init exits 0 only if all were right.
+# After its rounds a worker goes on until the test opens gate 63 (word 63 of
+# every address space, ``helpers.opening``): a test that needs so many checks
+# while the workers are busy opens it once it has them, however slow the
+# machine makes the checks, instead of counting what fits in the run.
 BUSY = """
 main:
     sigaction SIGUSR1, catch
@@ -96,6 +100,8 @@ loop:
     sleep 2
     sub r6, 1
     bne r6, 0, loop
+    load r0, 63             ; at least iters rounds, and on until the test's gate
+    beq r0, 0, loop
     store 0, 1
     lwp_wait r4
     exit 0
@@ -127,11 +133,17 @@ ticker:
 """
 
 # Long-lived states a running kernel legitimately has, all at once for about
-# 6 s: an unreaped zombie, an SVFWAIT vfork parent whose child sleeps in the
+# 12 s: an unreaped zombie, an SVFWAIT vfork parent whose child sleeps in the
 # borrowed address space, a forkall child with copies of sleeping lwps, an
 # lwp held by lwp_suspend (in its parent and in the forkall child), P_PR_LOCK
 # held by a prlock, and a process spinning in user mode (parked at the gate).
 # The spinner goes on until init, having reaped the others, kills it.
+# The tests read the kernel directly while ``pause`` holds it, and a pause
+# parks the lwps at the gate but lets timed sleeps end: so no sleep of STATES
+# may end, or wake for its heartbeat (every half deadline), while they read,
+# however slowly the machine brings the states about.  The sleeps last 12 s
+# and the kernel has a 60 s deadline (heartbeats every 30 s).
+STATES_BOOT: dict[str, object] = {"nproc": 48, "maxlwps": 128, "deadlock_timeout": 60.0}
 STATES = """
 main:
     fork1
@@ -162,7 +174,7 @@ spinner:
 zombie_maker:
     fork1
     beq rv, 0, quick
-    sleep 6000
+    sleep 12000
     wait
     exit 0
 quick:
@@ -172,7 +184,7 @@ vparent:
     beq rv, 0, vchild
     exit 0
 vchild:
-    sleep 6000
+    sleep 12000
     exit 0
 multi:
     lwp_create napper
@@ -181,20 +193,20 @@ multi:
     lwp_suspend r5
     forkall
     beq rv, 0, fchild
-    sleep 6000
+    sleep 12000
     lwp_continue r5
     wait
     exit 0
 fchild:
-    sleep 6000
+    sleep 12000
     exit 0
 napper:
-    sleep 6000
-    sleep 6000
+    sleep 12000
+    sleep 12000
     lwp_exit
 locker:
     getppid
-    prlock rv, 6000
+    prlock rv, 12000
     exit 0
 """
 
@@ -269,7 +281,8 @@ def test_checks_while_busy_programs_run_find_nothing(backend: str) -> None:
     another thread, and checks follow each other with short gaps."""
     with boot_checked(nproc=64, maxlwps=256) as system:
         found, done, skipped, nprocs = [], 0, 0, []
-        with running(system, BUSY.format(workers=18, iters=4)) as out:
+        enough = {63: lambda K: done >= 3}
+        with opening(system.K, enough), running(system, BUSY.format(workers=18, iters=4)) as out:
             while "result" not in out:
                 r = system.check_running(timeout=5)
                 if r is None:
@@ -311,8 +324,9 @@ def test_checks_back_to_back_on_generated_programs_find_nothing(backend: str) ->
 def test_checks_from_the_thread_that_polls_find_nothing(backend: str) -> None:
     """The stress runner's way: the thread that started the run is the
     kernel's sched thread, and checks between two polls."""
-    with boot_checked(nproc=64, maxlwps=256) as system:
-        found, done = [], 0
+    found, done = [], 0
+    with boot_checked(nproc=64, maxlwps=256) as system, \
+            opening(system.K, {63: lambda K: done >= 3}):
         system.start(BUSY.format(workers=18, iters=3))  # type: ignore[attr-defined]
         while system.running:  # type: ignore[attr-defined]
             system.poll(0.02)  # type: ignore[attr-defined]
@@ -329,7 +343,7 @@ def test_live_states_are_legitimate(backend: str) -> None:
     """Zombies, an SVFWAIT parent sharing its address space with its vfork
     child, forkall copies of sleeping lwps, suspended lwps, P_PR_LOCK held by
     prlock and lwps parked at the gate: all there, and nothing reported."""
-    with boot_checked(nproc=48, maxlwps=128) as system:
+    with boot_checked(**STATES_BOOT) as system:
         K = system.K
 
         def everything_there() -> bool:
@@ -380,7 +394,7 @@ def spinner(system: System) -> object:
 
 
 def test_a_field_corrupted_while_paused_is_reported(backend: str) -> None:
-    with boot_checked(nproc=48, maxlwps=128) as system:
+    with boot_checked(**STATES_BOOT) as system:
         K = system.K
         with running(system, STATES) as out:
             wait_for(lambda: any(s.p_flag & SVFWAIT for s in procs(system)))
@@ -406,7 +420,7 @@ def test_a_leaked_operation_mark_is_reported_not_waited_for(backend: str) -> Non
     """A pool barrier count on a process whose only lwp is parked at the gate
     cannot belong to an operation in progress: the pause does not wait for
     it to go away, the checker reports it."""
-    with boot_checked(nproc=48, maxlwps=128) as system:
+    with boot_checked(**STATES_BOOT) as system:
         K = system.K
         with running(system, STATES) as out:
             wait_for(lambda: any(s.p_flag & SVFWAIT for s in procs(system)))
@@ -492,8 +506,11 @@ child:
 
 def test_checks_do_not_hide_a_hang(backend: str) -> None:
     """Everybody asleep, nobody parked: checking over and over adds no
-    progress, so the stuck lwp's deadline still ends the run as a hang."""
-    with boot_checked(nproc=16, maxlwps=32, deadlock_timeout=2.0) as system:
+    progress, so the stuck lwp's deadline still ends the run as a hang.  (The
+    deadline is the window in which the checks must come: 6 s, so a test
+    thread kept off the CPU for seconds still checks; a check that made
+    progress would push the end past the run's own 60 s limit.)"""
+    with boot_checked(nproc=16, maxlwps=32, deadlock_timeout=6.0) as system:
         with running(system, STUCK, timeout=60) as out:
             done = 0
             while "result" not in out:
@@ -506,10 +523,50 @@ def test_checks_do_not_hide_a_hang(backend: str) -> None:
         assert done >= 1
 
 
+def test_boot_returns_with_the_system_processes_asleep(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pageout's and fsflush's lwps are held, by a hook, between taking their
+    p_lock and their idle sleep (where a loaded machine may leave them when
+    their OS threads start late): boot must not return before they sleep,
+    so the kernel is quiescent as soon as it is booted and after a short run
+    (the checker ran between the two and found "D17 ... holds p_lock")."""
+    import multiprocessing
+
+    import realfork.kernel.main as kmain
+
+    release = multiprocessing.get_context("fork").Event()  # shared with the hosts
+    first = True
+    real_cv_wait = kmain.cv_wait
+
+    def held_on_the_way(cv: object, m: object, **kw: object) -> None:
+        nonlocal first  # per OS process: each host has its own copy
+        if first:
+            first = False
+            # p_lock is held here: hold the thread until the test has looked,
+            # or 3 s (a boot that waits for the sleep must not hang)
+            release.wait(3.0)
+        real_cv_wait(cv, m, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kmain, "cv_wait", held_on_the_way)
+    try:
+        with boot_checked(nproc=16, maxlwps=32) as system:
+            K = system.K
+            seen = quiescence(K)
+            found = violations(K)
+            r = system.run("exit 0", timeout=60)
+            after = violations(K)
+            release.set()
+            assert (seen, found) == ("", [])
+            clean(r, 0)
+            assert after == []
+    finally:
+        release.set()
+
+
 def test_pause_nests_and_an_idle_kernel_is_quiescent(backend: str) -> None:
     with boot_checked(nproc=16, maxlwps=32) as system:
         K = system.K
-        wait_for(lambda: quiescence(K) == "")  # processes: pageout's host starting
+        assert quiescence(K) == ""  # boot has waited for pageout and fsflush to sleep
         assert pause(K, 5) and pause(K, 5)
         assert K.g.pausing == 2
         assert violations(K, running=True) == []
@@ -528,7 +585,8 @@ def test_paused_lwps_run_on_with_the_same_results(backend: str) -> None:
     with boot_checked(nproc=64, maxlwps=256) as system:
         K = system.K
         paused = 0
-        with running(system, BUSY.format(workers=6, iters=4)) as out:
+        enough = {63: lambda K: paused >= 1}
+        with opening(K, enough), running(system, BUSY.format(workers=6, iters=4)) as out:
             while "result" not in out:
                 if pause(K, 2):
                     paused += 1

@@ -4,9 +4,9 @@ tracing and stop on exit from fork; and the proc provider's probes."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked
+from helpers import boot_checked, lwps_stopped, opening, proc_of
 
-from realfork.kernel.structs import P_PR_FORK, P_PR_TRACE
+from realfork.kernel.structs import P_PR_FORK, P_PR_STOPFORK, P_PR_TRACE
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backend")]
 
@@ -50,12 +50,24 @@ def test_stopped_child_is_released_by_prrun() -> None:
 
 
 def test_fork_child_stops_and_prrun_starts_it() -> None:
-    with boot_checked() as system:
+    def flags_set(K) -> bool:
+        s = proc_of(K, 1)
+        want = P_PR_FORK | P_PR_STOPFORK
+        return s is not None and s.p_proc_flag & want == want
+
+    def both_stopped(K) -> bool:  # init and its child (pid 5), on exit from fork
+        return lwps_stopped(1, 1)(K) and lwps_stopped(5, 1)(K)
+
+    gates = {63: flags_set, 62: both_stopped}  # in that order
+    with boot_checked() as system, opening(system.K, gates):
         r = system.run("""
             fork1
             beq rv, 0, controller
             mov r6, rv
-            sleep 100               ; the controller sets our tracing flags
+        flags:
+            sleep 1
+            load r0, 63             ; the gate: the controller has set our tracing flags
+            beq r0, 0, flags
             fork1                   ; we and our child both stop on exit from fork
             beq rv, 0, child
             mov r5, rv              ; here only after the controller's prrun
@@ -72,10 +84,13 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
             mov r4, rv
             prfork r4, 1            ; the parent's children inherit its tracing
             prstopfork r4, 1        ; and the parent stops on exit from fork
-            sleep 300               ; the parent has forked and stopped by now
+        stopped:
+            sleep 1
+            load r0, 62             ; the gate: the parent and its child have stopped
+            beq r0, 0, stopped
             prrun r4
             exit 0
-        """, timeout=30)
+        """, timeout=60)
         assert r.report is None, str(r.report)
         assert r.status == 11
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from helpers import words_layout
 
 from realfork.errors import KernelPanic
 from realfork.machine.threads import ThreadFactory
@@ -28,13 +30,27 @@ from realfork.sync.structs import TS_SLEEP
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture
+def dom() -> Iterator[Substrate]:
+    """The shared fixture's substrate with a 30 s deadline instead of 2 s:
+    no test here is about a deadline, and a waiter whose wake-up comes late
+    because the test's own thread was kept off the CPU (a loaded machine
+    does that for seconds) must not be taken for a deadlock."""
+    d = Substrate.boot(maxlwps=64, nsync=256, deadlock_timeout=30.0,
+                       extra_layout=words_layout)
+    try:
+        yield d
+    finally:
+        d.shutdown()
+
+
 def join_all(ts: list) -> None:
     for t in ts:
         t.os_thread.join(60)
         assert not t.os_thread.is_alive()
 
 
-def wait_until(cond, timeout: float = 10.0) -> None:
+def wait_until(cond, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition never became true"
@@ -43,6 +59,39 @@ def wait_until(cond, timeout: float = 10.0) -> None:
 
 def sleepers(dom: Substrate, obj) -> int:
     return obj.s.nwaiters
+
+
+class Deadlines:
+    """A hook on every sleep's deadline (``sleepq.sleep`` returning
+    WAKE_TIMEOUT), which runs before the sleeper looks at anything: with
+    ``progress`` it moves the kernel on, so each deadline sees progress
+    however long the test's own thread stays off the CPU; while ``hold`` is
+    clear the sleeper waits there, still queued, so a report taken meanwhile
+    shows it asleep whatever the load."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, d: Substrate) -> None:
+        from realfork.sync import sleepq
+        from realfork.sync.structs import WAKE_TIMEOUT
+
+        self.progress = False
+        self.hold = threading.Event()
+        self.hold.set()
+        self.held = threading.Event()  # a sleeper waits at ``hold``
+        self.seen = 0  # deadlines passed
+        real = sleepq.sleep
+
+        def sleep(dom: Substrate, t, lk, wchan: int) -> int:
+            why = real(dom, t, lk, wchan)
+            if why == WAKE_TIMEOUT and dom is d:
+                if not self.hold.is_set():
+                    self.held.set()
+                self.hold.wait(60)
+                if self.progress:
+                    d.g.progress += 1
+                self.seen += 1
+            return why
+
+        monkeypatch.setattr(sleepq, "sleep", sleep)
 
 
 def test_mutual_exclusion_100000_contended_increments(dom: Substrate) -> None:
@@ -172,7 +221,7 @@ def test_cv_timedwait_signalled_before_timeout(dom: Substrate) -> None:
 
     def waiter() -> None:
         mutex_enter(m)
-        result.append(cv_reltimedwait(cv, m, 5_000_000_000))
+        result.append(cv_reltimedwait(cv, m, 60_000_000_000))  # the signal ends it
         mutex_exit(m)
 
     t = ThreadFactory(dom).spawn(waiter)
@@ -185,15 +234,25 @@ def test_cv_timedwait_signalled_before_timeout(dom: Substrate) -> None:
     assert result == [1]
 
 
-def test_cv_wait_sig_returns_early_on_pending_signal(dom: Substrate) -> None:
+def test_cv_wait_sig_returns_early_on_pending_signal(
+        dom: Substrate, monkeypatch: pytest.MonkeyPatch) -> None:
+    from realfork.sync import sleepq
+
+    slept: list[int] = []
+    real = sleepq.sleep
+
+    def sleep(d: Substrate, t, lk, wchan: int) -> int:
+        slept.append(wchan)
+        return real(d, t, lk, wchan)
+
+    monkeypatch.setattr(sleepq, "sleep", sleep)
     m = dom.new_mutex("m")
     cv = dom.new_cv("cv")
     with ThreadFactory.adopt(dom, "main") as t:
         t.s.t_sig_check = 1  # a signal or hold request is pending
         mutex_enter(m)
-        t0 = time.monotonic()
         assert cv_wait_sig(cv, m) == 0
-        assert time.monotonic() - t0 < 1.0
+        assert slept == []  # it never went to sleep
         assert MUTEX_HELD(m) and cv.s.nwaiters == 0
         mutex_exit(m)
 
@@ -326,8 +385,11 @@ def test_curthread_outside_kernel_thread_is_an_error() -> None:
         curthread()
 
 
-def test_patient_wait_outlives_the_deadline_while_the_kernel_progresses() -> None:
+def test_patient_wait_outlives_the_deadline_while_the_kernel_progresses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=0.3) as d:
+        hook = Deadlines(monkeypatch, d)
+        hook.progress = True  # the kernel moves on between any two deadlines
         m = d.new_mutex("m")
         cv = d.new_cv("cv")
         done = []
@@ -339,9 +401,7 @@ def test_patient_wait_outlives_the_deadline_while_the_kernel_progresses() -> Non
             done.append(1)
 
         t = ThreadFactory(d).spawn(patient)
-        for _ in range(10):  # 1 s of progress: three deadlines pass
-            d.g.progress += 1
-            time.sleep(0.1)
+        wait_until(lambda: hook.seen >= 3)  # three deadlines have passed
         assert not d.panicked and t.s.t_state == TS_SLEEP
         with ThreadFactory.adopt(d, "main"):
             mutex_enter(m)
@@ -350,6 +410,7 @@ def test_patient_wait_outlives_the_deadline_while_the_kernel_progresses() -> Non
         join_all([t])
         assert done == [1]
         # with no progress the same wait is a hang
+        hook.progress = False
         t = ThreadFactory(d).spawn(patient)
         t.os_thread.join(10)
         rep = d.panic_report()
@@ -373,8 +434,11 @@ def _waiter_with_waker(d: Substrate, cv, m, waker: int, stuck=None) -> list:
     return [ThreadFactory(d).spawn(waiter, name="waiter"), out]
 
 
-def test_cv_waiter_whose_waker_exited_is_a_hang_while_the_kernel_progresses() -> None:
+def test_cv_waiter_whose_waker_exited_is_a_hang_while_the_kernel_progresses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=0.3) as d:
+        hook = Deadlines(monkeypatch, d)
+        hook.progress = True  # progress never stops, yet the waiter is found hung
         m = d.new_mutex("m")
         cv = d.new_cv("p_cv")
         f = ThreadFactory(d)
@@ -385,22 +449,26 @@ def test_cv_waiter_whose_waker_exited_is_a_hang_while_the_kernel_progresses() ->
         rep = d.report()
         assert rep.thread(t.id).waker == waker.id and rep.hangs == []
         assert f"to be signalled by kthread {waker.id} 'waker'" in str(rep)
+        hook.hold.clear()  # the waiter's next deadline waits for the report below
+        wait_until(hook.held.is_set)
         gone.set()
         waker.os_thread.join(10)
-        rep = d.report()  # at once, before any deadline
+        rep = d.report()  # before the waiter's deadline has had its look
         assert rep.hangs == [t.id] and rep.thread(t.id).waker_gone
         assert "hang: kthread" in str(rep) and "has exited" in str(rep)
-        while not out:  # progress never stops, yet the waiter is found hung
-            d.g.progress += 1
-            time.sleep(0.05)
+        hook.hold.set()
+        wait_until(lambda: bool(out))
         panic = d.panic_report()
         assert panic is not None and panic.kind == "hang" and panic.culprit == t.id
         assert "nobody will signal it: its waker kthread" in panic.message
         t.os_thread.join(10)
 
 
-def test_cv_waiter_with_a_stuck_condition_is_a_hang_after_two_deadlines() -> None:
+def test_cv_waiter_with_a_stuck_condition_is_a_hang_after_two_deadlines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     with Substrate.boot(maxlwps=8, nsync=8, deadlock_timeout=0.3) as d:
+        hook = Deadlines(monkeypatch, d)
+        hook.progress = True  # not stalled: only the stuck condition can end it
         m = d.new_mutex("m")
         cv = d.new_cv("p_cv")
         calls: list[float] = []
@@ -410,9 +478,7 @@ def test_cv_waiter_with_a_stuck_condition_is_a_hang_after_two_deadlines() -> Non
             return "the flag is clear"
 
         t, out = _waiter_with_waker(d, cv, m, 0, stuck)
-        while not out:
-            d.g.progress += 1
-            time.sleep(0.05)
+        wait_until(lambda: bool(out))
         assert len(calls) == 2  # suspected at the first deadline, confirmed at the second
         rep = d.panic_report()
         assert rep is not None and rep.kind == "hang"

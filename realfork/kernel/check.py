@@ -8,9 +8,11 @@ names the pids involved, for example ``A1 nproc 5 != practive length 4``.
 
 The checks are read-only and take no kernel lock: run them at quiescent
 points (between runs, after a run ends, or while every lwp sleeps on a
-condition variable).  A corrupted table cannot make the checker loop or
-raise: every list walk is bounded, every pointer is range-checked, and an
-unexpected error inside one group of checks becomes a violation of its own.
+condition variable).  Boot ends at such a point: ``kernel_main`` returns
+only once pageout and fsflush sleep in their idle wait, holding no lock.
+A corrupted table cannot make the checker loop or raise: every list walk
+is bounded, every pointer is range-checked, and an unexpected error inside
+one group of checks becomes a violation of its own.
 
 A running kernel.  ``violations(K, running=True)`` is for a kernel paused
 while programs run (``realfork.kernel.pause.check_running``): live
@@ -159,7 +161,7 @@ observable at a quiescent point:
 * G32's cwd refstr: not modelled.  The open-file table is one counter
   (``fcnt``), so its balance is the sum of ``p_fcnt``.
 * ``tk_hold_count``/``pool_ref``/``ct_ref`` "before the fork" values and
-  the modern nprocs counters (docs/kernel.md, "Invariants: the checker"): not modelled.
+  the nprocs counters of newer illumos (C12): not modelled.
 """
 
 from __future__ import annotations

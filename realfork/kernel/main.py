@@ -2,15 +2,25 @@
 (the kernel address space, the global zone, project 0, task0, the default
 pool, the system contract, the root vnode, kcred), then p0 (``sched``), then
 the system processes ``pageout`` and ``fsflush`` through ``newproc``'s
-syscid path.  init is created by each run (``start_init``)."""
+syscid path.  init is created by each run (``start_init``).
+
+Boot ends at rest: ``kernel_main`` returns only once the lwps of pageout and
+fsflush sleep in their idle wait, holding no lock (``await_idle``).  Their OS
+threads start asynchronously (on the processes backend, in host processes
+that may not even run yet), so without that a check right after boot or
+after a short run could catch one between taking its ``p_lock`` and
+sleeping (D17)."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+from ..errors import KernelPanic
 from ..sync.condvar import cv_wait
 from ..sync.kthread import KThread
 from ..sync.mutex import mutex_enter, mutex_exit
+from ..sync.structs import TS_SLEEP
 from .errno_defs import EAGAIN
 from .fork import newproc
 from .lwpdir import dir_alloc, dir_install
@@ -136,9 +146,48 @@ def kernel_main(K: Kernel, t: KThread) -> None:
     from .resources import task_rele
 
     task_rele(K, g.task0)  # task_create's creator hold: p0's membership keeps it
+    sysprocs = []
     for name in ("pageout", "fsflush"):
-        if newproc(K, t, syscid=True, name=name, prepare=_sysproc_prepare) is None:
+        cp = newproc(K, t, syscid=True, name=name, prepare=_sysproc_prepare)
+        if cp is None:
             K.dom.panic(f"cannot create {name}")
+        sysprocs.append(cp)
+    await_idle(K, sysprocs)
+
+
+IDLE_WAIT_MIN_S = 60.0  # the least a boot waits for its system processes to sleep
+
+
+def await_idle(K: Kernel, procs: list[Proc]) -> None:
+    """Return once the lwp of every proc of ``procs`` (system processes) sleeps
+    in ``sysproc_main``'s idle wait on its ``t_cv``, holding no lock.
+
+    Until then its OS thread may not have started, may hold ``p_lock`` on
+    its way to the wait, or may be taking ``lwp_create_done``'s wake-up
+    (``newproc`` sets it running after starting it).  Nothing wakes it once
+    it is there, so every later quiescent point has it asleep.  The wait is
+    for the OS to schedule threads, which a loaded machine may put off for
+    seconds, so it is bounded generously (ten kernel deadlines, a minute at
+    least) rather than by one deadline; a host that dies panics the kernel
+    and ends it at once."""
+    dom = K.dom
+    slots = dom.kthreads.slots
+    tcv = K.kg_sync.tcv_base
+    tids = [p.s.p_tlist for p in procs]
+    deadline = time.monotonic() + max(IDLE_WAIT_MIN_S, 10 * dom.timeout_ns / 1e9)
+    while True:
+        left = [tid for tid in tids
+                if not (slots[tid - 1].t_state == TS_SLEEP
+                        and slots[tid - 1].t_wchan == tcv + tid  # its t_cv (index + 1)
+                        and not slots[tid - 1].t_held[0])]
+        if not left:
+            return
+        if dom.g.panicked or dom.g.shutting_down:
+            raise KernelPanic("kernel panicked" if dom.g.panicked else "kernel shut down")
+        if time.monotonic() > deadline:
+            dom.panic(f"system processes {[dom.thread_name(tid) for tid in left]} did not "
+                      f"reach their idle wait", kind="hang")
+        time.sleep(0.001)
 
 
 def _sysproc_prepare(K: Kernel, cp: Proc, ct: KThread) -> None:

@@ -32,7 +32,8 @@ Quiescence.  The kernel is quiescent when
 * every kernel thread but the pauser's sleeps (``TS_SLEEP``, still queued) on
   a condition variable holding no lock (``t_held[0] == 0``): parked at the
   gate, in a system call that sleeps (``wait``, ``sleep``, ``lwp_wait``,
-  vfwait, a hold or /proc stop, ``pageout``/``fsflush`` idle, the
+  vfwait, a hold or /proc stop, ``pageout``/``fsflush`` idle (from the
+  end of boot on: ``kernel_main`` waits until they are), the
   supervisor's ``sched`` thread waiting for init in ``run``/``poll``).  A
   running thread, one blocked on a mutex or rwlock, one woken but not yet
   running (``t_wchan`` cleared) or one between queueing itself and dropping
@@ -58,7 +59,14 @@ the time it queued itself, read in that order -- and again after the check;
 a thread that woke in between either is not asleep any more or has queued
 itself again with a later ``t_sleep_ns``.  If anything differs (or the run
 changed, or the kernel panicked) the result is thrown away and the checker
-runs again at the next quiescent point, within the same ``timeout``.  The
+runs again at the next quiescent point, within the same ``timeout``.
+``check_running(K, timeout, when)`` checks only at a point where
+``when(K)`` holds, read between the two fingerprints.  ``pause`` alone
+makes no such promise: a timed sleep (``sleep``, a ``prlock`` delay, the
+heartbeat of a long ``sleep`` every half deadline) may end while it holds,
+and its lwp run on, holding ``p_lock`` for a moment, until it parks; a
+caller reading the kernel under ``pause`` must know that no timed sleep
+can end meanwhile.  The
 ``sched`` thread's waits on ``run_cv`` are exempt (in ``run``/``poll`` it
 only drains probes); instead ``run_seq``, ``init_exited`` and ``proc_init``
 must not change.
@@ -82,6 +90,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import KernelPanic
@@ -365,12 +374,16 @@ def resume(K: Kernel) -> None:
     _end(K)
 
 
-def check_running(K: Kernel, timeout: float) -> list[str] | None:
+def check_running(K: Kernel, timeout: float,
+                  when: Callable[[Kernel], bool] | None = None) -> list[str] | None:
     """Pause, run the invariant checker on the live kernel, resume.
 
     The violations (empty when every invariant holds), or None when the
     kernel did not reach a quiescent point, with nothing moving while the
-    checker read, within ``timeout`` seconds."""
+    checker read, within ``timeout`` seconds.  With ``when``, only a
+    quiescent point at which ``when(K)`` holds (read while paused, so it
+    still holds when the checker reads) will do: at the others the lwps are
+    let go for a moment, and the pause is tried again."""
     from .check import violations
 
     deadline = time.monotonic() + timeout
@@ -381,9 +394,15 @@ def check_running(K: Kernel, timeout: float) -> list[str] | None:
             fp = _wait_quiescent(K, me, deadline)
             if fp is None:
                 return None
-            found = violations(K, running=True)
-            if _stable(K, me, fp):
-                return found
+            if when is None or when(K):
+                found = violations(K, running=True)
+                if _stable(K, me, fp):
+                    return found
+            elif _stable(K, me, fp):
+                # quiescent, but not yet the state looked for: let it run on
+                _end(K)
+                time.sleep(POLL_S)
+                _begin(K)
             if time.monotonic() >= deadline:
                 return None  # something kept moving under the checker
             time.sleep(POLL_S)
