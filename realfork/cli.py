@@ -141,7 +141,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
     add_minimize_parser(sub)
-    from .kernel.bugs import add_bugs_parser
+    from .bugs_command import add_bugs_parser
 
     add_bugs_parser(sub)
     return p
@@ -318,9 +318,9 @@ def _run(args: argparse.Namespace) -> int:
 
     import realfork
 
-    from .kernel.check import InvariantViolation
     from .kernel.params import make_params
     from .safeio import check_output_path, write_replacing
+    from .verify.check import InvariantViolation
 
     params = boot_params(args)
     make_params(**params)  # every parameter checked before the program is read
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return minimize_command(args)
         if args.command == "bugs":
-            from .kernel.bugs import bugs_command
+            from .bugs_command import bugs_command
 
             return bugs_command(args)
     except BadInput as e:

@@ -11,7 +11,8 @@ overlap) and posts an AST to every user lwp, as
 ``aston`` does (``t_astflag``, no lock).  The interpreter takes the AST trap
 at its next instruction boundary (a ``spin`` is cut short, a ``sleep`` or
 other system call runs on).  ``sig_check`` -- the AST trap and the way out of
-every system call, where the lwp holds no lock -- calls ``pause_gate``: while
+every system call, where the lwp holds no lock -- calls ``pause_gate``
+(``realfork.kernel.pause``: the gate is the kernel's, this module only drives it): while
 ``pausing`` is set the lwp sleeps on ``pause_cv``.  The sleep is *idle* (its
 deadline re-arms, so a pause is never a hang) and *interruptible*: to the rest
 of the kernel a parked lwp is an lwp in user mode, so a hold (``holdlwps`` of
@@ -94,12 +95,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import KernelPanic
-from ..sync.condvar import _cv_block, cv_broadcast
-from ..sync.kthread import KThread, _cpu
-from ..sync.mutex import mutex_enter, mutex_exit
-from ..sync.objects import KCondvar, KMutex
-from ..sync.structs import KIND_NAMES, STATE_NAMES, SYNC_CV, TS_SLEEP, WAKE_INTERRUPTED
-from .structs import (
+from ..kernel.structs import (
     P_PR_EXEC,
     SEXITLWPS,
     SFORKING,
@@ -111,11 +107,16 @@ from .structs import (
     T_VFPARENT,
     proc_t,
 )
+from ..kernel.systab import FORKS
+from ..sync.condvar import cv_broadcast
+from ..sync.kthread import _cpu
+from ..sync.structs import KIND_NAMES, STATE_NAMES, SYNC_CV, TS_SLEEP
+from .check import violations
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from ..kernel.kernel import Kernel
 
-__all__ = ["check_running", "pause", "pause_gate", "quiescence", "resume"]
+__all__ = ["check_running", "pause", "quiescence", "resume"]
 
 POLL_S = 0.002  # between looks while waiting for quiescence
 IN_PROGRESS = SHOLDFORK | SHOLDFORK1 | SHOLDWATCH | SEXITLWPS | SFORKING
@@ -125,30 +126,6 @@ IN_PROGRESS = SHOLDFORK | SHOLDFORK1 | SHOLDWATCH | SEXITLWPS | SFORKING
 Fingerprint = dict[int, tuple[int, int, int]]
 
 _count = threading.Lock()  # changes of kglobals.pausing (pausers run in the supervisor)
-
-
-# -- the gate (user lwps, in sig_check) ------------------------------------------------
-
-
-def pause_gate(K: Kernel, t: KThread) -> None:
-    """Park the calling lwp while the kernel is pausing.  Called by
-    ``sig_check`` with no lock held; returns on ``resume``, or at once when a
-    hold, stop or signal is pending (``sig_check`` takes it, and the lwp parks
-    again at its next instruction boundary)."""
-    m, cv = K.pause_lock, K.pause_cv
-    g = K.g
-    mutex_enter(m)
-    while g.pausing:
-        if _park(cv, m) == WAKE_INTERRUPTED:
-            t.s.t_astflag = 1  # come back after sig_check has done its work
-            break
-    mutex_exit(m)
-
-
-def _park(cv: KCondvar, m: KMutex) -> int:
-    """``cv_wait_sig`` without a deadline (idle): the wake reason.  (A frame of
-    its own, so the chain recorded for reports starts at ``pause_gate``.)"""
-    return _cv_block(cv, m, True, None, idle=True)
 
 
 # -- the pauser ------------------------------------------------------------------------
@@ -219,8 +196,6 @@ def _post_asts(K: Kernel) -> None:
 
 def _scan(K: Kernel, me: int) -> tuple[Fingerprint | None, str]:
     """The fingerprint of a quiescent kernel, or (None, why it is not)."""
-    from .syscall import FORKS
-
     dom = K.dom
     if dom.g.panicked or dom.g.shutting_down:
         return None, "the kernel has panicked or is shutting down"
@@ -384,8 +359,6 @@ def check_running(K: Kernel, timeout: float,
     quiescent point at which ``when(K)`` holds (read while paused, so it
     still holds when the checker reads) will do: at the others the lwps are
     let go for a moment, and the pause is tried again."""
-    from .check import violations
-
     deadline = time.monotonic() + timeout
     me = _me()
     _begin(K)
