@@ -442,7 +442,7 @@ class System:
 
     def check(self) -> None:
         """Run the invariant checker; raises InvariantViolation listing every problem."""
-        from .kernel.check import check_kernel
+        from .verify.check import check_kernel
 
         with self._reading():
             check_kernel(self.K)
@@ -452,8 +452,8 @@ class System:
         checker, resume: the violations found (empty when all hold), or None
         when no quiescent point came within ``timeout`` seconds.  Call it from
         the thread that drives ``start``/``poll``, or from another thread while
-        that one waits in ``run``/``poll`` (``realfork.kernel.pause``)."""
-        from .kernel.pause import check_running
+        that one waits in ``run``/``poll`` (``realfork.verify.quiesce``)."""
+        from .verify.quiesce import check_running
 
         with self._reading():
             return check_running(self.K, timeout)

@@ -21,6 +21,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from .bugs_command import add_bugs_parser, bugs_command
 from .cmdline import EXIT_CLEAN, EXIT_RESOURCES, EXIT_USAGE, AddParser, one_line
 from .cmdline import build_parser as _build
 from .commands import (
@@ -34,24 +35,12 @@ from .commands import (
     run_command,
 )
 from .errors import BadInput, ResourceError
-from .kernel.bugs import add_bugs_parser, bugs_command
 from .stress.command import add_stress_parser, stress_command
 from .stress.minimize import add_minimize_parser, minimize_command
 from .stress.replay import add_replay_parser, replay_command
 from .top.command import add_top_parser, top_command
 
 Command = Callable[[argparse.Namespace, "list[str] | None"], int]
-
-
-def _add_bugs_parser(sub: argparse._SubParsersAction) -> None:
-    """realfork/kernel/bugs.py's parser, with its description in plain text.
-
-    That description quotes a command in backticks; help shows no markup.  Once
-    the file's own text is plain this is a no-op and can go.
-    """
-    add_bugs_parser(sub)
-    p = sub.choices["bugs"]
-    p.description = (p.description or "").replace("`", "")
 
 
 # Every subcommand, in the order ``realfork --help`` lists them: the function
@@ -67,7 +56,7 @@ SUBCOMMANDS: dict[str, tuple[AddParser, Command]] = {
     "stress": (add_stress_parser, lambda args, argv: stress_command(args, argv)),
     "replay": (add_replay_parser, lambda args, argv: replay_command(args)),
     "minimize": (add_minimize_parser, lambda args, argv: minimize_command(args)),
-    "bugs": (_add_bugs_parser, lambda args, argv: bugs_command(args)),
+    "bugs": (add_bugs_parser, lambda args, argv: bugs_command(args)),
 }
 
 

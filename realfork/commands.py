@@ -108,9 +108,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     import realfork
 
-    from .kernel.check import InvariantViolation
     from .kernel.params import make_params
     from .safeio import check_output_path, write_replacing
+    from .verify.check import InvariantViolation
 
     params = boot_params(args)
     make_params(**params)  # every parameter checked before the program is read

@@ -87,7 +87,7 @@ GATE = 63  # the address-space words gated programs poll: GATE, GATE - 1, ...
 def lwp_in_syscall(K, pid: int, lwpid: int, name: str) -> bool:
     """Is lwp ``lwpid`` of ``pid`` asleep inside system call ``name`` (queued
     on a condition variable, no lock held)?"""
-    from realfork.kernel.syscall import SYSNUM
+    from realfork.kernel.systab import SYSNUM
     from realfork.sync.structs import SYNC_CV, TS_SLEEP
 
     kts = K.dom.kthreads

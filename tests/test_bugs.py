@@ -10,11 +10,11 @@ import re
 import pytest
 
 from realfork.cli import main
-from realfork.kernel.bugs import BUGS, CATALOGUE, KINDS, NAMES, stress_settings
 from realfork.kernel.params import KNOWN_BUGS
 from realfork.stress.config import StressConfig
 from realfork.stress.findings import Finding
 from realfork.stress.runner import run_stress
+from realfork.verify.bugs import BUGS, CATALOGUE, KINDS, NAMES, stress_settings
 
 # A timing-dependent bug gets a second seed if the first campaign misses it.
 SEEDS = (0, 1)

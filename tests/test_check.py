@@ -1,4 +1,4 @@
-"""The invariant checker (``realfork.kernel.check``): clean on a fresh boot and
+"""The invariant checker (``realfork.verify.check``): clean on a fresh boot and
 after real programs, and it names the invariant whenever one field of the
 kernel's shared memory is corrupted."""
 
@@ -14,9 +14,7 @@ import pytest
 
 import realfork
 from realfork.api import RunResult, System
-from realfork.kernel.check import InvariantViolation, check_kernel, violations
 from realfork.kernel.kernel import Kernel
-from realfork.kernel.pause import check_running
 from realfork.kernel.structs import (
     P_PR_LOCK,
     PEXITED,
@@ -28,6 +26,8 @@ from realfork.kernel.structs import (
     SZOMB,
     TP_DAEMON,
 )
+from realfork.verify.check import InvariantViolation, check_kernel, violations
+from realfork.verify.quiesce import check_running
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,5 +1,5 @@
 """Pausing a running kernel at a quiescent point and checking its invariants
-(``realfork.kernel.pause``, ``System.check_running``), on both backends.
+(``realfork.verify.quiesce``, ``System.check_running``), on both backends.
 
 Busy programs fork, vfork, forkall (with sleeping lwps), create, suspend and
 reap lwps, signal, hold P_PR_LOCK and wait, while the checker runs many times;
@@ -20,8 +20,6 @@ import pytest
 from helpers import boot_checked, opening
 
 from realfork.api import RunResult, System
-from realfork.kernel.check import violations
-from realfork.kernel.pause import pause, quiescence, resume
 from realfork.kernel.structs import (
     LWP_STOPPED,
     P_PR_LOCK,
@@ -33,6 +31,8 @@ from realfork.kernel.structs import (
     TP_HOLDLWP,
 )
 from realfork.user.generate import generate
+from realfork.verify.check import violations
+from realfork.verify.quiesce import pause, quiescence, resume
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 

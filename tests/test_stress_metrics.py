@@ -19,7 +19,7 @@ import yaml
 from realfork.kernel.errno_defs import EAGAIN, EINTR, ENOMEM
 from realfork.kernel.faults import SITE_INDEX
 from realfork.kernel.structs import PR_SUSPENDED, SHOLDFORK, SHOLDFORK1
-from realfork.kernel.syscall import SYSNUM
+from realfork.kernel.systab import SYSNUM
 from realfork.probes.ring import ProbeEvent
 from realfork.stress import dist as D
 from realfork.stress import metrics as M

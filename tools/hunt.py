@@ -7,7 +7,7 @@ seeded bug, and that the clean kernel finds nothing in the same campaigns.
         [--json hunt.json]
     python tools/hunt.py --from-json hunt.json [more.json ...]
 
-For every catalogued bug (``realfork.kernel.bugs``), backend and noise setting
+For every catalogued bug (``realfork.verify.bugs``), backend and noise setting
 (off, and ``contest`` at its default settings), the bug's own stress campaign
 runs once per seed, for at most ``--budget`` seconds, stopping at the first
 finding.  A run *detects* the bug when its first finding has the expected kind
@@ -38,9 +38,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from realfork.kernel.bugs import BUGS, NAMES, stress_settings
 from realfork.stress.config import StressConfig
 from realfork.stress.runner import run_stress
+from realfork.verify.bugs import BUGS, NAMES, stress_settings
 
 NOISE = {"off": {"mode": "off"}, "contest": {"mode": "contest"}, "pct": {"mode": "pct"}}
 

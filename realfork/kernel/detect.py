@@ -2,28 +2,17 @@
 with a recognizable message when it fails.
 
 A DEBUG illumos kernel is full of ``ASSERT``\\s; realfork keeps the ones a
-seeded bug (``realfork.kernel.bugs``) would trip, at the places illumos has
+seeded bug (``realfork.verify.bugs``) would trip, at the places illumos has
 them, and adds checks for mistakes a real kernel finds only by crashing
 later (a stale pointer followed, a borrowed address space written).  A
 detector that fires calls ``K.dom.panic`` with the calling kernel thread as
 the culprit (its call chain recorded first), so the stress runner turns it
 into a finding whose signature is the message with every number removed and
-the detecting function appended:
-
-=============================  ===================================================
-``assert_held``                a lock the code must hold is not held
-                               (``ASSERT(MUTEX_HELD(&p->p_lock))``)
-``proc_link``                  a family pointer (``p_child``, ``p_sibling``,
-                               ``p_orphan``, ``p_nextorph``) followed to a proc
-                               slot that is free or no longer that relation: a
-                               stale reference (the slot's generation moved on)
-``user_as_check``              a process returns to user mode on an address
-                               space that its vfork child still borrows
-``forklwp_source_check``       forklwp copies an lwp that is neither the caller
-                               nor held at a hold point (it is still running)
-``zone_of``                    a proc's ``p_zone`` followed while it is NULL
-``stale_reference``            a ``StaleReference`` raised in a kernel thread
-=============================  ===================================================
+the detecting function appended.  These are the assertions the kernel calls
+while it runs (``assert_held``, ``proc_link``, ``user_as_check``,
+``forklwp_source_check``, ``zone_of``, ``stale_reference``); the catalogue of
+every detector, these and the ones watching from outside the kernel (the
+invariant checker, deadlines, lockdep), is ``realfork.verify.detectors``.
 
 Every check is a few field reads on the path it guards; none takes a lock.
 """

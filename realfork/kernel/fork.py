@@ -20,7 +20,7 @@ P_PR_LOCK if a /proc controller could hold that mutex and wait for
 P_PR_LOCK (the 6533743 deadlock, see fork_fail).  See docs/kernel.md, "Lock
 orders".
 
-Seeded bugs (``K.bug(name)``, realfork.kernel.bugs) enter the code by one
+Seeded bugs (``K.bug(name)``, realfork.verify.bugs) enter the code by one
 line each and live in the last section of this module, off the path the
 correct kernel runs.
 """
@@ -990,7 +990,7 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
 
 # ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
 #
-# Each function below is one entry of realfork.kernel.bugs.CATALOGUE, entered
+# Each function below is one entry of realfork.verify.bugs.CATALOGUE, entered
 # from the correct code by a single ``if K.bug(name): ...`` line and doing that
 # step the wrong way.  None runs unless its bug is switched on.
 #

@@ -11,7 +11,7 @@ or in place inside an interruptible sleep for SHOLDFORK1) with
 
 The first line of each docstring says which locks the caller must hold and
 which are held on return.  The one seeded bug here (``K.bug(name)``,
-realfork.kernel.bugs) is entered by one line and lives in the last section
+realfork.verify.bugs) is entered by one line and lives in the last section
 of this module.
 """
 

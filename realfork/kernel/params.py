@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import BadInput
 from ..probes.ring import MAX_CAPACITY as PROBE_CAPACITY_MAX
 from ..sync.noise import make_config as make_noise_config
-from .bugs import NAMES as BUG_NAMES
+from .bugnames import NAMES as BUG_NAMES
 
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
@@ -95,7 +95,7 @@ def check_noise(noise: dict[str, Any]) -> None:
     check_whole("noise_steps", noise["steps"])
 
 # Kernel bugs that can be switched on (each a small change to the real code path):
-# the catalogue in realfork.kernel.bugs.
+# the catalogue in realfork.verify.bugs, the names in realfork.kernel.bugnames.
 KNOWN_BUGS = BUG_NAMES
 
 

@@ -59,22 +59,13 @@ from .structs import (
     T_VFPARENT,
     TP_TWAIT,
 )
+from .systab import FORKS, SYSCALLS, SYSNUM, SYS_vfork, SYS_wait
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
 Result = tuple[int, int, int]
 REG_RV, REG_ERR, REG_ST = 8, 9, 10  # realfork.user.isa.REGISTERS
-
-# System calls by name; a system call's number is its position + 1.
-SYSCALLS = ("fork1", "forkall", "vfork", "exit", "exec", "wait", "getpid", "getppid",
-            "lwp_create", "lwp_exit", "lwp_self", "lwp_suspend", "lwp_continue", "lwp_wait",
-            "sleep", "kill", "sigaction", "sigmask", "setuid", "prlock", "pragent", "prfork",
-            "prstopfork", "prrun")
-SYSNUM = {name: i + 1 for i, name in enumerate(SYSCALLS)}
-SYS_vfork = SYSNUM["vfork"]
-FORKS = (SYSNUM["fork1"], SYSNUM["forkall"], SYSNUM["vfork"])
-SYS_wait = SYSNUM["wait"]
 
 
 class ExecDone(Exception):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..kernel.errno_defs import ERRNO_NAMES
 from ..kernel.faults import SITE_NAMES
 from ..kernel.structs import PR_SUSPENDED, SHOLDFORK, SHOLDFORK1
-from ..kernel.syscall import SYSCALLS
+from ..kernel.systab import SYSCALLS
 from ..sync import lockstat
 from ..sync.structs import SYNC_MUTEX, SYNC_RW, TS_SLEEP
 from .dist import Dist

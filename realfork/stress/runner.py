@@ -36,9 +36,9 @@ from typing import Any
 
 from ..api import System, boot
 from ..errors import KernelPanic
-from ..kernel.check import InvariantViolation
 from ..sync import lockstat, sigdefer
 from ..user.parser import parse
+from ..verify.check import InvariantViolation
 from .config import StressConfig
 from .findings import Finding, FindingStore, from_lockdep, from_violations, from_wait_report
 from .metrics import Metrics

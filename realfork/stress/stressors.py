@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
-from ..kernel.syscall import SYSNUM as _SYS
+from ..kernel.systab import SYSNUM as _SYS
 from ..user.parser import format_program
 from ..user.program import Instr, LabelRef, Program
 

@@ -16,7 +16,8 @@ from ..errors import KernelPanic
 from ..kernel.clock import lwp_cpu_start
 from ..kernel.detect import user_as_check
 from ..kernel.structs import LWP_STOPPED
-from ..kernel.syscall import SYSNUM, agent_main, post_syscall, syscall, trap_ast
+from ..kernel.syscall import agent_main, post_syscall, syscall, trap_ast
+from ..kernel.systab import SYSNUM
 from ..sync import lockstat
 from ..sync.condvar import cv_wait
 from ..sync.kthread import KThread

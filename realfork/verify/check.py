@@ -15,7 +15,7 @@ is bounded, every pointer is range-checked, and an unexpected error inside
 one group of checks becomes a violation of its own.
 
 A running kernel.  ``violations(K, running=True)`` is for a kernel paused
-while programs run (``realfork.kernel.pause.check_running``): live
+while programs run (``realfork.verify.quiesce.check_running``): live
 processes and lwps, zombies nobody has reaped yet, vfork children sharing
 their SVFWAIT parent's address space, lwps held by ``lwp_suspend`` or
 stopped by /proc, lwps parked at the pause gate or asleep in system calls.
@@ -170,7 +170,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RealforkError
-from .structs import (
+from ..kernel.proc import NPROCSYNC
+from ..kernel.structs import (
     LWP_STOPPED,
     LWP_ZOMB,
     P_PR_LOCK,
@@ -193,9 +194,10 @@ from .structs import (
     TS_CSTART,
     TS_UNPAUSE,
 )
+from ..kernel.systab import SYSNUM
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from ..kernel.kernel import Kernel
 
 __all__ = ["InvariantViolation", "check_kernel", "violations"]
 
@@ -408,8 +410,6 @@ class _Checker:
         # the slot's persistent p_lock is named after its current pid
         base = K.kg_sync.procsync_base
         if base:
-            from .proc import NPROCSYNC
-
             for slot in self.used:
                 inst = K.dom.syncs[base + slot * NPROCSYNC].inst
                 if slot and inst != P[slot].p_pid:
@@ -904,8 +904,6 @@ class _Checker:
 
     def _check_prlocks(self) -> None:
         """Running: every P_PR_LOCK is held by an lwp inside ``prlock``."""
-        from .syscall import SYSNUM
-
         K, P = self.K, self.P
         locked = [slot for slot in self.procs() if P[slot].p_proc_flag & P_PR_LOCK]
         if not locked:

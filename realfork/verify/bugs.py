@@ -18,17 +18,18 @@ tests, ``tools/hunt.py`` and ``realfork bugs`` use it.
 
 The detectors that turn a bug into a finding are in ``realfork.kernel.detect``
 (assertions, stale references, borrowed address spaces, unheld lwps) and
-``realfork.kernel.check`` (the invariants); deadlocks, hangs and lost
+``realfork.verify.check`` (the invariants); deadlocks, hangs and lost
 wake-ups are found by the synchronization layer's deadlines, lock-order
-inversions by lockdep.
+inversions by lockdep (``realfork.verify.detectors`` lists them all).
 
-This module is data only: the kernel imports it (``params`` checks bug names
-against it) and must not import the layers above it.
+This module is data only and imports nothing from realfork.  The kernel does
+not import it: ``params`` checks bug names against ``realfork.kernel.bugnames``,
+the same names in the same order.  ``realfork bugs`` is
+``realfork.bugs_command``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import re
 from dataclasses import dataclass, field
@@ -226,38 +227,3 @@ def describe_stress(d: dict[str, Any]) -> str:
     if d.get("check_interval") is not None:
         words.append(f"--check-interval {d['check_interval']:g}")
     return " ".join(words)
-
-
-# -- realfork bugs ----------------------------------------------------------------------
-
-BUGS_HELP = """List the catalogue of seeded kernel bugs: each one's name, origin, the
-finding it must produce, and (with --verbose) its description, expected signature and
-the stress campaign that finds it (run it with `realfork stress --bug NAME ...`)."""
-
-
-def add_bugs_parser(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("bugs", help="list the seeded kernel bugs (--bug NAME)",
-                       description=BUGS_HELP)
-    b.add_argument("--verbose", "-v", action="store_true",
-                   help="also the description, signature and stress campaign of each")
-    b.add_argument("names", nargs="*", metavar="NAME", help="only these bugs")
-
-
-def bugs_command(args: argparse.Namespace) -> int:
-    from ..errors import BadInput
-
-    names = args.names or list(NAMES)
-    for n in names:
-        if n not in BUGS:
-            raise BadInput(f"unknown bug {n!r} (known: {', '.join(NAMES)})")
-    width = max(len(n) for n in names)
-    for n in names:
-        b = BUGS[n]
-        print(f"{b.name:<{width}}  {b.kind:<10} {b.origin:<16} {b.description}")
-        if args.verbose:
-            print(f"    where:     {b.where}")
-            print(f"    signature: {b.signature}")
-            print(f"    detector:  {b.detector}")
-            print(f"    stress:    realfork stress --bug {b.name} "
-                  f"{describe_stress(b.stress)}")
-    return 0
