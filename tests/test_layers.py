@@ -43,10 +43,6 @@ LEAVES = frozenset({"realfork.errors", "realfork.safeio"})
 
 # Upward imports that exist today, each with why and until when.
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # sync/lockdep.py's bench() times the validator on the threads backend's
-    # thread factory.  The function is being moved to tools/; delete this entry
-    # when it has gone (test_known_upward_imports_still_exist says so).
-    ("realfork.sync.lockdep", "realfork.machine.threads"): "lockdep.bench",
     # sync/domain.py's validate_params checks noise settings with the kernel's
     # check_noise (the bounds the command line gives them), imported lazily.
     # The bounds belong with sync/noise.py; until they move there, this stays.
