@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import leftovers
 
+from conftest import leftovers
 from realfork.errors import ResourceError
 from realfork.shm import libc
 from realfork.shm.segment import SHM_DIR, Segment, SegmentHeader, segment_path

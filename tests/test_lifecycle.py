@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-from conftest import leftovers
 
+from conftest import leftovers
 from realfork.errors import KernelPanic
 from realfork.machine.threads import ThreadFactory
 from realfork.sync import lockstat

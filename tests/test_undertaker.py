@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import leftovers
 
+from conftest import leftovers
 from realfork.shm import undertaker
 from realfork.shm.segment import SHM_DIR
 from realfork.sync.domain import Substrate
