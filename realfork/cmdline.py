@@ -60,7 +60,9 @@ def build_parser(description: str, adders: Iterable[AddParser],
     """A ``realfork`` parser with the subcommands ``adders`` add, in that order;
     the subcommand's name is ``args.command``.  With ``raise_errors``, errors
     raise ``BadInput``."""
-    cls = RaisingParser if raise_errors else Parser
+    # an ArgumentParser class, so that the subparsers action is the
+    # _SubParsersAction[ArgumentParser] that AddParser functions take
+    cls: type[argparse.ArgumentParser] = RaisingParser if raise_errors else Parser
     p = cls(prog="realfork", description=description,
             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=cls,

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import realfork
 from realfork import safeio
 from realfork.errors import BadInput
+
+if TYPE_CHECKING:
+    from pluggy import Result
 
 _SYSTEMS = pytest.StashKey[list]()
 _WATCHDOG = pytest.StashKey[threading.Timer]()
@@ -159,8 +162,10 @@ def _repro(system: realfork.System, item: pytest.Item) -> str:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None],
+) -> Generator[None, Result[pytest.TestReport], None]:
+    outcome = yield  # a hookwrapper is sent the outcome of the hooks it wraps
     rep = outcome.get_result()
     systems = item.stash.get(_SYSTEMS, [])
     if rep.failed and systems:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import leftovers
 
 import realfork
+from conftest import leftovers
 from realfork.machine.threads import ThreadFactory
 from realfork.sync import sleepq
 from realfork.sync.condvar import cv_signal, cv_wait, cv_waiters

@@ -17,3 +17,14 @@ def test_ruff_check_is_clean() -> None:
                         "conftest.py"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.timeout(300)
+def test_mypy_is_clean(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # the cache goes to a fresh directory, so each run is a cold one (about
+    # 6-7 s on the 2-core machine) that reads nothing left over and writes
+    # nothing into the tree; the settings are pyproject.toml's [tool.mypy]
+    cache = tmp_path_factory.mktemp("mypy-cache")
+    r = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache), "realfork"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

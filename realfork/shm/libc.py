@@ -48,6 +48,7 @@ sem_trywait = libc.sem_trywait
 sem_trywait.argtypes = [ctypes.c_void_p]
 sem_destroy = libc.sem_destroy
 sem_destroy.argtypes = [ctypes.c_void_p]
+_sem_clockwait: ctypes._NamedFuncPointer | None  # None: no sem_clockwait in this libc
 try:  # glibc >= 2.30: a deadline on CLOCK_MONOTONIC, immune to clock steps
     _sem_clockwait = libc.sem_clockwait
     _sem_clockwait.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(timespec)]

@@ -31,10 +31,16 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, ResourceError
 from . import libc
+
+if TYPE_CHECKING:
+    # typeshed's union of the ctypes data types (Structure, the scalars,
+    # arrays...): what from_address and ``* count`` are defined on.  It has no
+    # name at run time.
+    from ctypes import _CDataType
 
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "realfork-"
@@ -105,7 +111,7 @@ def _align(n: int) -> int:
 @dataclass(frozen=True)
 class RegionSpec:
     name: str
-    ctype: type  # a ctypes Structure or scalar type
+    ctype: type[_CDataType]  # a ctypes Structure or scalar type
     count: int
 
 
@@ -115,7 +121,7 @@ class Layout:
     def __init__(self) -> None:
         self.specs: list[RegionSpec] = []
 
-    def add(self, name: str, ctype: type, count: int = 1) -> None:
+    def add(self, name: str, ctype: type[_CDataType], count: int = 1) -> None:
         if any(s.name == name for s in self.specs):
             raise ValueError(f"region {name!r} declared twice")
         if len(name.encode()) >= 24:
@@ -223,12 +229,12 @@ class Segment:
         h.params_len = len(params)
         ctypes.memmove(ctypes.addressof(h) + SegmentHeader.params.offset, params, len(params))
         for i, (spec, off) in enumerate(layout.offsets()):
-            e = h.regions[i]
-            e.name = spec.name.encode()
-            e.offset = off
-            e.count = spec.count
-            e.elem_size = ctypes.sizeof(spec.ctype)
-            seg._regions[spec.name] = (off, spec.count, e.elem_size)
+            entry = h.regions[i]
+            entry.name = spec.name.encode()
+            entry.offset = off
+            entry.count = spec.count
+            entry.elem_size = ctypes.sizeof(spec.ctype)
+            seg._regions[spec.name] = (off, spec.count, entry.elem_size)
         h.nregions = len(layout.specs)
         return seg  # not yet published: see publish()
 
@@ -289,7 +295,7 @@ class Segment:
 
     # -- regions ------------------------------------------------------------
 
-    def region(self, name: str, ctype: type) -> Any:
+    def region(self, name: str, ctype: type[_CDataType]) -> Any:
         """The region ``name`` as a ctypes array of ``ctype`` (or one object)."""
         if not self._mapped:
             raise BadInput(f"kernel segment {self.name} is closed")

@@ -11,11 +11,14 @@ allocate.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ResourceError, StaleReference
 from .segment import Layout, Segment
 from .turnstile import ChainLocks
+
+if TYPE_CHECKING:
+    from ctypes import _CDataType  # typeshed's union of the ctypes data types
 
 NULLREF = 0
 _SLOT_BITS = 24
@@ -53,7 +56,7 @@ def unpack_ref(ref: int) -> tuple[int, int]:
     return (ref & _SLOT_MASK) - 1, ref >> _SLOT_BITS
 
 
-def declare_table(layout: Layout, name: str, entry: type, capacity: int) -> None:
+def declare_table(layout: Layout, name: str, entry: type[_CDataType], capacity: int) -> None:
     if capacity > MAX_CAPACITY:
         raise ResourceError(f"table {name} of {capacity} slots exceeds {MAX_CAPACITY}")
     layout.add(name + ".hdr", TableHeader)
@@ -63,7 +66,7 @@ def declare_table(layout: Layout, name: str, entry: type, capacity: int) -> None
 class Table:
     """A view of one table of ``entry`` structures in ``seg``."""
 
-    def __init__(self, seg: Segment, chains: ChainLocks, name: str, entry: type,
+    def __init__(self, seg: Segment, chains: ChainLocks, name: str, entry: type[_CDataType],
                  chain_index: int) -> None:
         self.name = name
         self.entry = entry

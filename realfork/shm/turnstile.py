@@ -27,7 +27,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from _multiprocessing import SemLock, sem_unlink
+
+# typeshed has no stub for CPython's internal _multiprocessing (SemLock is the
+# semaphore behind multiprocessing.synchronize)
+from _multiprocessing import SemLock, sem_unlink  # type: ignore[import-not-found]
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput, ResourceError

@@ -115,7 +115,11 @@ def apply_job_file(args: argparse.Namespace, argv: list[str] | None) -> argparse
     """
     shown = shorten(args.job)
     checker = _stress_parser(raise_errors=True)
-    stress = checker._subparsers._group_actions[0].choices["stress"]  # type: ignore[union-attr]
+    group = checker._subparsers  # the subcommands' group: _stress_parser added one
+    assert group is not None
+    subcommands = group._group_actions[0]
+    assert isinstance(subcommands, argparse._SubParsersAction)
+    stress = subcommands.choices["stress"]
     known = stress._option_string_actions
     words: list[str] = []
     for n, line in read_job_file(args.job):

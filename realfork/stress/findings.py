@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import BadInput
 from ..safeio import create_new, private_dir, read_bounded, shorten, write_replacing
@@ -357,7 +357,7 @@ def _check_shape(doc: object, where: str) -> None:
             stack += [(x, depth + 1, f"{path}[{i}]") for i, x in enumerate(v)]
 
 
-def _int(v: object) -> bool:
+def _int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

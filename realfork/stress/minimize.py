@@ -246,11 +246,13 @@ class _Minimizer:
 
     def pass_instances(self) -> None:
         for name in self.active():
+            def get(cfg: StressConfig, name: str = name) -> int:
+                return cfg.stressors.get(name, 0)
+
             def put(d: dict[str, Any], c: int, name: str = name) -> None:
                 d["stressors"][name] = c
 
-            self.reduce(("instances", name), f"{name} instances",
-                        lambda cfg, name=name: cfg.stressors.get(name, 0), put, 1, True)
+            self.reduce(("instances", name), f"{name} instances", get, put, 1, True)
 
     def pass_settings(self) -> None:
         kp = self.cur.kernel_params()

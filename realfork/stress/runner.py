@@ -193,9 +193,9 @@ class StressRun:
                     found |= self._found(kind, sig, str(rep), seed, system, now - t0)
                 return found
             reps = system.dom.lockdep_reports()
-            for rep in reps[seen_lockdep:]:
-                kind, sig = from_lockdep(rep)
-                found |= self._found(kind, sig, rep.text, seed, system, now - t0)
+            for lrep in reps[seen_lockdep:]:
+                kind, sig = from_lockdep(lrep)
+                found |= self._found(kind, sig, lrep.text, seed, system, now - t0)
             seen_lockdep = len(reps)
             if found:  # stop this run; keep_going boots a fresh kernel
                 return found

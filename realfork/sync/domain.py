@@ -109,8 +109,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         raise BadInput(f"deadlock_timeout of {dt} s is more than a day")
     if not isinstance(out["noise"], dict | _noise.NoiseConfig | None):
         raise BadInput("noise must be a dict of settings, e.g. {'mode': 'contest'}")
-    out["noise"] = _noise.make_config(out["noise"]).to_dict()
-    check_noise(out["noise"])
+    noise = _noise.make_config(out["noise"]).to_dict()
+    out["noise"] = noise
+    check_noise(noise)
     return out
 
 

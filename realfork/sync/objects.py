@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from .structs import KIND_NAMES, SYNC_CV, SYNC_MUTEX, SYNC_RW, SYNC_SEMA, ksync_t
 
 if TYPE_CHECKING:
-    from _multiprocessing import SemLock
+    # typeshed has no stub for CPython's internal _multiprocessing
+    from _multiprocessing import SemLock  # type: ignore[import-not-found]
 
     from .domain import Substrate
 

@@ -93,15 +93,15 @@ def deferred(replay: bool = True) -> Iterator[Deferral]:
         yield d
     finally:
         _active = None
-        for sig, prev in d.saved.items():
-            signal.signal(sig, signal.SIG_DFL if prev is None else prev)
+        for signum, prev in d.saved.items():
+            signal.signal(signum, signal.SIG_DFL if prev is None else prev)
         if d.replay:
             pending, d.received = d.received, []
-            for sig in pending:
+            for signum in pending:
                 # the previous handler runs now, in this thread, before
                 # raise_signal returns: it raises here, or the default
                 # action ends the process, as the signal would have
-                signal.raise_signal(sig)
+                signal.raise_signal(signum)
 
 
 @contextmanager

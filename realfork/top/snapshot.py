@@ -24,7 +24,7 @@ import os
 import pwd
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -53,6 +53,9 @@ from ..shm.segment import (
 from ..sync.domain import Substrate
 from ..sync.structs import MAXCLASSES, SYNC_MUTEX, SYNC_RW, TS_SLEEP, kthread_t
 from .command import SORT_KEYS
+
+if TYPE_CHECKING:
+    from ctypes import _CDataType  # typeshed's union of the ctypes data types
 
 FORK_KINDS = (("fork1", "sysfork"), ("vfork", "sysvfork"), ("forkall", "sysforkall"))
 COUNTER_NAMES = ("sysfork", "sysvfork", "sysforkall", "fork_fail", "syscalls", "nexec",
@@ -199,7 +202,7 @@ class Snapshot:
         return d
 
 
-def _copy(arr: Any, ctype: type, count: int) -> Any:
+def _copy(arr: Any, ctype: type[_CDataType], count: int) -> Any:
     """A private copy of ``count`` entries of a ctypes array in the segment."""
     buf = (ctype * count)()
     ctypes.memmove(buf, ctypes.addressof(arr), ctypes.sizeof(ctype) * count)

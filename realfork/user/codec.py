@@ -18,6 +18,8 @@ one-line message starting with ``msgpack program:``.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import msgpack
 
 from realfork.safeio import shorten
@@ -73,7 +75,7 @@ def _kind(value: object) -> str:
     return "extension"
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
