@@ -400,13 +400,13 @@ class _Checker:
             if e.pid_prinactive:
                 self.bad("A2", f"pid {pid} is left inactive in the pid table (never unhashed)")
                 continue
-            slot = self.pslot(e.pid_prslot)
-            if slot is None:
+            named = self.pslot(e.pid_prslot)
+            if named is None:
                 self.bad("A2", f"stale pid table entry: pid {pid} names slot "
                                f"{e.pid_prslot - 1}, which holds no proc")
-            elif P[slot].p_pid != pid:
-                self.bad("A2", f"stale pid table entry: pid {pid} names slot {slot}, which "
-                               f"holds {self.who(slot)}")
+            elif P[named].p_pid != pid:
+                self.bad("A2", f"stale pid table entry: pid {pid} names slot {named}, which "
+                               f"holds {self.who(named)}")
         # the slot's persistent p_lock is named after its current pid
         base = K.kg_sync.procsync_base
         if base:
@@ -416,8 +416,7 @@ class _Checker:
                     self.bad("A2", f"{self.who(slot)}: its p_lock is named for pid {inst}")
         init = self.g.proc_init
         if init:
-            slot = self.pslot(init)
-            if slot is None:
+            if self.pslot(init) is None:
                 self.bad("A2", f"proc_init names {self.whop(init)}")
 
     # -- A4 (+ G32 session holds): process groups and sessions ---------------------------------
@@ -1260,7 +1259,7 @@ class _Checker:
 
     def check_zombies(self) -> None:
         P, g = self.P, self.g
-        on_ns: Counter[int] = getattr(self, "on_ns", Counter())
+        on_ns: Counter[int] = getattr(self, "on_ns", None) or Counter()
         for slot in self.procs():
             s = P[slot]
             if s.p_stat != SZOMB:
