@@ -6,6 +6,8 @@ finds nothing (``threads`` backend; ``tools/hunt.py`` measures both backends).
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -51,20 +53,42 @@ def test_matches_checks_kind_and_whole_signature() -> None:
     assert not b.matches("lock-order", sig + " and more")
 
 
-@pytest.mark.timeout(90)
+# A bug that needs a race window (``timing``) is found by chance, and a loaded
+# machine (CI's are shared) can keep the window shut for both catalogued seeds.
+# Such a bug gets more campaigns, with contest noise, until one finds it or
+# TIMING_BUDGET seconds have gone: the test asserts that the hunt finds the
+# bug and nothing else, not how fast the machine is.
+TIMING_BUDGET = 150.0
+
+
+def _hunt(name: str) -> Iterator[tuple[int, list[Finding]]]:
+    for seed in SEEDS:
+        yield seed, _campaign(name, seed)
+    if not BUGS[name].timing:
+        return
+    deadline = time.monotonic() + TIMING_BUDGET
+    seed = max(SEEDS)
+    while time.monotonic() < deadline:
+        seed += 1
+        d = stress_settings(name, seed=seed, noise={"mode": "contest"})
+        yield seed, run_stress(StressConfig(**d)).findings
+
+
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", NAMES)
 def test_bug_is_found_with_its_signature(name: str) -> None:
     bug = BUGS[name]
     seen = []
-    for seed in SEEDS:
-        findings = _campaign(name, seed)
+    tried = []
+    for seed, findings in _hunt(name):
+        tried.append(seed)
         seen += [(f.kind, f.signature) for f in findings]
         hits = [f for f in findings if bug.matches(f.kind, f.signature)]
         if hits:
             assert hits[0].elapsed <= stress_settings(name)["timeout"] + 1
             return
         assert not findings, f"{name} (seed {seed}) found something else: {seen}"
-    pytest.fail(f"{name} not found with seeds {SEEDS}")
+    pytest.fail(f"{name} not found with seeds {tried}")
 
 
 @pytest.mark.timeout(60)
