@@ -39,15 +39,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # Importable from any layer; a leaf imports only other leaves.
-LEAVES = frozenset({"realfork.errors", "realfork.safeio"})
+LEAVES = frozenset({"realfork.errors", "realfork.safeio", "realfork.bounds"})
 
-# Upward imports that exist today, each with why and until when.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # sync/domain.py's validate_params checks noise settings with the kernel's
-    # check_noise (the bounds the command line gives them), imported lazily.
-    # The bounds belong with sync/noise.py; until they move there, this stays.
-    ("realfork.sync.domain", "realfork.kernel.params"): "domain.validate_params",
-}
+# Upward imports that exist today, each with why and until when (none left).
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def module_name(root: Path, path: Path) -> str:

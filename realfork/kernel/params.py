@@ -10,12 +10,15 @@ value within them that the machine cannot hold (memory, /dev/shm) is a
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..bounds import check_number as _check_number
+from ..bounds import check_whole as _check_whole
+from ..bounds import shown as _shown
 from ..errors import BadInput
 from ..probes.ring import MAX_CAPACITY as PROBE_CAPACITY_MAX
+from ..sync import noise as _noise
 from ..sync.noise import make_config as make_noise_config
 from .bugnames import NAMES as BUG_NAMES
 
@@ -32,13 +35,6 @@ MAXLWPS_MAX = 4092
 
 WORD_MIN, WORD_MAX = -(1 << 63), (1 << 63) - 1  # seeds are recorded as signed 64-bit
 
-# Noise delays are bounded so that a run cannot outlast its --timeout by more
-# than a little: every lock operation may be a noise point, and a run's end
-# takes a few hundred of them per thread.  With every point delayed
-# (probability 1), a 3 s stress campaign of every stressor took 5.0 s with
-# 10 ms delays, 7.9 s with 100 ms, and 40 s for a 5 s one with 1 s.
-NOISE_SLEEP_US_MAX = 10_000
-
 # name -> (lowest, highest), both included.  Durations are in seconds.
 LIMITS: dict[str, tuple[int | float, int | float]] = {
     "nproc": (RESERVED_PROCS + 4, 999_999),  # at most maxpid
@@ -49,50 +45,22 @@ LIMITS: dict[str, tuple[int | float, int | float]] = {
     "seed": (WORD_MIN, WORD_MAX),
     "probe_capacity": (16, PROBE_CAPACITY_MAX),
     "deadlock_timeout": (0.001, 86400.0),
-    "noise_prob": (0.0, 1.0),
-    "noise_sleep_us": (0, NOISE_SLEEP_US_MAX),
-    "noise_seed": (0, WORD_MAX),
-    "noise_depth": (0, 1000),  # pct change points + 1, drawn at boot
-    "noise_steps": (0, WORD_MAX),
+    **_noise.NOISE_LIMITS,
 }
 
 
-def check_whole(name: str, v: Any, bounds: tuple[int | float, int | float] | None = None) -> int:
-    """``v`` if it is a whole number within ``bounds`` (default ``LIMITS[name]``)."""
-    low, high = LIMITS[name] if bounds is None else bounds
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise BadInput(f"{name} must be a whole number, not {_shown(v)}")
-    if not low <= v <= high:
-        raise BadInput(f"{name} must be between {low:,} and {high:,}, not {_shown(v)}")
-    return v
+
+def check_whole(name: str, v: Any) -> int:
+    """``v`` if it is a whole number within ``LIMITS[name]``."""
+    return _check_whole(name, v, LIMITS[name])
 
 
-def check_number(name: str, v: Any, bounds: tuple[int | float, int | float] | None = None) -> float:
-    """``v`` if it is a finite number within ``bounds`` (default ``LIMITS[name]``)."""
-    low, high = LIMITS[name] if bounds is None else bounds
-    if isinstance(v, bool) or not isinstance(v, (int, float)) \
-            or (isinstance(v, float) and not math.isfinite(v)):
-        raise BadInput(f"{name} must be a finite number, not {_shown(v)}")
-    if not low <= v <= high:
-        raise BadInput(f"{name} must be between {low:g} and {high:g}, not {_shown(v)}")
-    return v
+def check_number(name: str, v: Any) -> float:
+    """``v`` if it is a finite number within ``LIMITS[name]``."""
+    return _check_number(name, v, LIMITS[name])
 
 
-def _shown(v: Any) -> str:
-    from ..safeio import shorten
-
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10 ** 30:
-        return f"an integer of {len(str(abs(v))):,} digits"
-    return shorten(repr(v))
-
-
-def check_noise(noise: dict[str, Any]) -> None:
-    """The bounds the command line gives noise settings (after noise's own checks)."""
-    check_number("noise_prob", noise["prob"])
-    check_whole("noise_sleep_us", noise["sleep_us"])
-    check_whole("noise_seed", noise["seed"])
-    check_whole("noise_depth", noise["depth"])
-    check_whole("noise_steps", noise["steps"])
+check_noise = _noise.check_noise  # the noise bounds live with the noise (sync/noise.py)
 
 # Kernel bugs that can be switched on (each a small change to the real code path):
 # the catalogue in realfork.verify.bugs, the names in realfork.kernel.bugnames.

@@ -79,7 +79,6 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Complete ``params`` with defaults; BadInput for impossible values."""
     import math
 
-    from ..kernel.params import check_noise  # the bounds the command line uses too
     from ..probes.ring import MAX_CAPACITY, MIN_CAPACITY
     from ..safeio import shorten
 
@@ -111,7 +110,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("noise must be a dict of settings, e.g. {'mode': 'contest'}")
     noise = _noise.make_config(out["noise"]).to_dict()
     out["noise"] = noise
-    check_noise(noise)
+    _noise.check_noise(noise)  # the bounds the command line uses too
     return out
 
 

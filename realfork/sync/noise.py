@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..bounds import check_number, check_whole
 from ..errors import BadInput
 
 if TYPE_CHECKING:
@@ -39,6 +40,33 @@ if TYPE_CHECKING:
 
 MODES = ("off", "contest", "pct")
 ON = False
+
+_WORD_MAX = (1 << 63) - 1
+# Noise delays are bounded so that a run cannot outlast its --timeout by more
+# than a little: every lock operation may be a noise point, and a run's end
+# takes a few hundred of them per thread.  With every point delayed
+# (probability 1), a 3 s stress campaign of every stressor took 5.0 s with
+# 10 ms delays, 7.9 s with 100 ms, and 40 s for a 5 s one with 1 s.
+NOISE_SLEEP_US_MAX = 10_000
+
+# The bounds of the noise settings, by the names the boot parameters give them
+# (part of realfork.kernel.params.LIMITS, which the command line builds its
+# option types from).
+NOISE_LIMITS: dict[str, tuple[int | float, int | float]] = {
+    "noise_prob": (0.0, 1.0),
+    "noise_sleep_us": (0, NOISE_SLEEP_US_MAX),
+    "noise_seed": (0, _WORD_MAX),
+    "noise_depth": (0, 1000),  # pct change points + 1, drawn at boot
+    "noise_steps": (0, _WORD_MAX),
+}
+
+
+def check_noise(noise: dict[str, Any]) -> None:
+    """Noise settings (a ``NoiseConfig.to_dict()``) within ``NOISE_LIMITS``."""
+    check_number("noise_prob", noise["prob"], NOISE_LIMITS["noise_prob"])
+    for field_, name in (("sleep_us", "noise_sleep_us"), ("seed", "noise_seed"),
+                         ("depth", "noise_depth"), ("steps", "noise_steps")):
+        check_whole(name, noise[field_], NOISE_LIMITS[name])
 
 
 @dataclass(frozen=True)
