@@ -7,8 +7,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from realfork.shm.segment import Layout
 
@@ -178,18 +180,49 @@ def reaped(pid: int, nexit: int = 1):
     return gate
 
 
-def lwps_stopped(pid: int, n: int):
-    """A gate: ``n`` lwps of process ``pid`` are stopped (suspended, held or
-    /proc-stopped) and asleep there."""
+def _lwps_asleep_stopped(pid: int, n: int, stopped: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A gate: ``n`` lwps of process ``pid`` are stopped as ``stopped(lw)``
+    says and asleep there (queued at the stop, not on the way to it)."""
     from realfork.kernel.structs import LWP_STOPPED
     from realfork.sync.structs import TS_SLEEP
 
     def gate(K) -> bool:
         kts = K.dom.kthreads
         return sum(1 for i in kts.used()
-                   if kts.slots[i].t_pid == pid and K.lwps[i].t_kstate == LWP_STOPPED
-                   and kts.slots[i].t_state == TS_SLEEP) >= n
+                   if kts.slots[i].t_pid == pid and kts.slots[i].t_state == TS_SLEEP
+                   and K.lwps[i].t_kstate == LWP_STOPPED and stopped(K.lwps[i])) >= n
     return gate
+
+
+# A gate names the stop it waits for, never "stopped, for any reason": every
+# new lwp starts out stopped (PR_SUSPENDED, waiting for its creator's
+# TS_CREATE), so such a gate on a child opens as the child is made, before
+# the stop the test means, and what the program then does comes too early.
+# A prrun then finds nothing /proc-stopped and withdraws the stop request
+# not yet honoured (it returns 0 and the target runs on), or comes before
+# the request is made (the target stops later with nobody to set it running).
+
+
+def prstopped(pid: int, n: int = 1) -> Callable[[Any], bool]:
+    """A gate: ``n`` lwps of process ``pid`` are stopped by /proc
+    (PR_REQUESTED: a /proc stop request, such as stop on exit from fork, or
+    a forking holder's stop in sympathy with one) and asleep there: exactly
+    the stop ``prrun`` releases (``pr_setrun``)."""
+    from realfork.kernel.structs import PR_REQUESTED
+
+    return _lwps_asleep_stopped(pid, n, lambda lw: lw.t_whystop == PR_REQUESTED)
+
+
+def suspended(pid: int, n: int) -> Callable[[Any], bool]:
+    """A gate: ``n`` lwps of process ``pid`` are suspended by ``lwp_suspend``
+    (PR_SUSPENDED with TP_HOLDLWP) and asleep there; not a new lwp still
+    waiting for its creator (TS_CREATE not given yet), which is PR_SUSPENDED
+    with TP_HOLDLWP too."""
+    from realfork.kernel.structs import PR_SUSPENDED, TP_HOLDLWP, TS_CREATE
+
+    return _lwps_asleep_stopped(
+        pid, n, lambda lw: lw.t_whystop == PR_SUSPENDED and bool(lw.t_proc_flag & TP_HOLDLWP)
+        and bool(lw.t_schedflag & TS_CREATE))
 
 
 def fork_failed(K) -> bool:

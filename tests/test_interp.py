@@ -25,11 +25,12 @@ from helpers import (
     exited,
     fork_failed,
     lwp_in_syscall,
-    lwps_stopped,
     probe_names,
     proc_of,
+    prstopped,
     reaped,
     run_gated,
+    suspended,
 )
 
 from realfork.kernel.errno_defs import (
@@ -689,7 +690,7 @@ def test_sigkill_kills_a_process_whose_only_lwp_suspended_itself() -> None:
     child:
         lwp_suspend 1
         exit 3
-    """, {63: lwps_stopped(4, 1)}) == 128 + SIGKILL
+    """, {63: suspended(4, 1)}) == 128 + SIGKILL
 
 
 def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
@@ -712,7 +713,7 @@ def test_sigkill_kills_a_process_whose_every_lwp_is_suspended() -> None:
         lwp_suspend 1           ; the main lwp, in its sleep, stops in place
         lwp_suspend 2           ; then itself
         exit 5
-    """, {63: lwps_stopped(4, 2)}) == 128 + SIGKILL
+    """, {63: suspended(4, 2)}) == 128 + SIGKILL
 
 
 def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released() -> None:
@@ -748,7 +749,7 @@ def test_sigkill_during_a_proc_hold_kills_a_proc_stopped_process_when_released()
         exit 6                  ; only prrun or a kill moves it on
     grandchild:
         exit 2
-    """, {63: lwps_stopped(4, 1), 62: pr_locked(4)}) == 128 + SIGKILL
+    """, {63: prstopped(4, 1), 62: pr_locked(4)}) == 128 + SIGKILL
 
 
 def test_wait_is_interrupted_by_a_caught_signal() -> None:
@@ -1672,7 +1673,7 @@ bad:
 
 
 def test_prstopfork_with_prfork_stops_parent_and_child_until_prrun() -> None:
-    gates = {63: lwps_stopped(4, 1), 62: lwps_stopped(5, 1)}  # the target, its child
+    gates = {63: prstopped(4, 1), 62: prstopped(5, 1)}  # the target, its child
     assert status(STOP_ON_FORK, gates) == 16 * 1 + (4 * 1 + 2)
 
 
@@ -1701,7 +1702,7 @@ def test_prstopfork_without_prfork_stops_only_the_parent() -> None:
         exit 2
     bad:
         exit 99
-    """, {63: lwps_stopped(4, 1)}) == 1
+    """, {63: prstopped(4, 1)}) == 1
 
 
 def test_prstopfork_off_and_prfork_off() -> None:
@@ -1741,4 +1742,4 @@ def test_sigkill_ends_a_proc_stopped_process() -> None:
         exit 0
     grandchild:
         exit 0
-    """, {63: lwps_stopped(4, 1)}) == 128 + SIGKILL
+    """, {63: prstopped(4, 1)}) == 128 + SIGKILL

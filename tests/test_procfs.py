@@ -4,7 +4,7 @@ tracing and stop on exit from fork; and the proc provider's probes."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked, lwps_stopped, opening, proc_of
+from helpers import boot_checked, opening, proc_of, prstopped
 
 from realfork.kernel.structs import P_PR_FORK, P_PR_STOPFORK, P_PR_TRACE
 
@@ -56,7 +56,7 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
         return s is not None and s.p_proc_flag & want == want
 
     def both_stopped(K) -> bool:  # init and its child (pid 5), on exit from fork
-        return lwps_stopped(1, 1)(K) and lwps_stopped(5, 1)(K)
+        return prstopped(1, 1)(K) and prstopped(5, 1)(K)
 
     gates = {63: flags_set, 62: both_stopped}  # in that order
     with boot_checked() as system, opening(system.K, gates):
