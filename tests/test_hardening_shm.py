@@ -64,6 +64,8 @@ class Attacker:
 
     def __init__(self) -> None:
         self.planted: list[str] = []
+        self.planted_set: set[str] = set()
+        self.struck: set[str] = set()  # lock files already used as models
         self.mine: set[str] = set()
         self.seen: set[str] = set(os.listdir(SHM_DIR))
         self.stop = threading.Event()
@@ -89,10 +91,17 @@ class Attacker:
                 for i in range(64):
                     _plant(os.path.join(SHM_DIR, f"sem.{seg}.tc{i}"), self.planted)
             for f in os.listdir(SHM_DIR):
-                if f.startswith("sem.") and any(seg in f for seg in self.mine):
+                # each real lock file once: never the attacker's own plants, whose
+                # stems would breed more plants on every pass (thousands of files
+                # walked on every pass made a boot wait minutes for the lock)
+                if (f.startswith("sem.") and f not in self.struck
+                        and os.path.join(SHM_DIR, f) not in self.planted_set
+                        and any(seg in f for seg in self.mine)):
+                    self.struck.add(f)
                     stem = f.rstrip("0123456789")
                     for i in range(64):
                         _plant(os.path.join(SHM_DIR, f"{stem}{i}"), self.planted)
+                    self.planted_set.update(self.planted)
 
     def clean(self) -> None:
         for p in self.planted:
