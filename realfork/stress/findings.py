@@ -370,7 +370,7 @@ def _check_config(config: object, where: str) -> None:
     accepts, and a program that could have been composed."""
     from ..user.isa import IMM_MAX
     from ..user.program import MAX_INSTRUCTIONS
-    from .config import StressConfig
+    from .config import MAX_INSTANCES, StressConfig
     from .stressors import ORDER
 
     if not isinstance(config, dict):
@@ -388,9 +388,10 @@ def _check_config(config: object, where: str) -> None:
         if name not in ORDER:
             raise _problem(where, "config.stressors", f"unknown stressor "
                                                       f"{shorten(repr(name), 60)}")
-        if not _int(n) or not 0 <= n <= 64:
+        if not _int(n) or not 0 <= n <= MAX_INSTANCES:
             raise _problem(where, f"config.stressors.{name}", "bad saved settings: instances "
-                           f"must be a whole number in 0..64, not {shorten(repr(n), 60)}")
+                           f"must be a whole number in 0..{MAX_INSTANCES}, "
+                           f"not {shorten(repr(n), 60)}")
     options = config.get("options", {})
     if not isinstance(options, dict):
         raise _problem(where, "config.options",
