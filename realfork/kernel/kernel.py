@@ -18,6 +18,7 @@ from ..sync.kthread import KThread
 from ..sync.objects import KCondvar, KMutex
 from . import faults as _faults
 from .params import KernelParams
+from .profiles import fixes_of
 from .proc import NPROCSYNC, Proc
 from .structs import (
     PROGRAM_BYTES,
@@ -143,6 +144,7 @@ class Kernel:
         self._threads_h: dict[int, KThread] = {}
         self.machine: Any = None  # the backend: start_lwp(t), set by boot
         self.bugs: frozenset[str] = frozenset(params.bugs)
+        self.fixes: frozenset[str] = fixes_of(params.kernel)
         self._locks_ready = False
         if self.kg_sync.pidlock or dom.g.nsync:
             self._bind_locks()
@@ -227,6 +229,11 @@ class Kernel:
 
     def bug(self, name: str) -> bool:
         return name in self.bugs
+
+    def fixed(self, fix: str) -> bool:
+        """Does this kernel carry illumos fix ``fix`` (realfork.kernel.profiles)?
+        False in the ``2006`` profile: take the seed's path."""
+        return fix in self.fixes
 
 
 def layout_for(p: KernelParams) -> Any:

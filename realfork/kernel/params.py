@@ -21,6 +21,7 @@ from ..probes.ring import MAX_CAPACITY as PROBE_CAPACITY_MAX
 from ..sync import noise as _noise
 from ..sync.noise import make_config as make_noise_config
 from .bugnames import NAMES as BUG_NAMES
+from .profiles import DEFAULT_KERNEL, PROFILES
 
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
@@ -80,6 +81,8 @@ class KernelParams:
     faults: dict[str, Any] = field(default_factory=dict)
     probe_capacity: int = 1 << 16
     bugs: list[str] = field(default_factory=list)
+    # the kernel profile (realfork.kernel.profiles): "fixed" or "2006"
+    kernel: str = DEFAULT_KERNEL
     lockdep: str = "warn"  # the lock-order validator: off, warn or panic
     # schedule noise (realfork.sync.noise.NoiseConfig fields), e.g. {"mode": "contest"}
     noise: dict[str, Any] = field(default_factory=dict)
@@ -120,6 +123,9 @@ def make_params(**kw: Any) -> KernelParams:
         raise BadInput("noise must be a dict of settings, e.g. {'mode': 'contest'}")
     p.noise = make_noise_config(p.noise).to_dict()
     check_noise(p.noise)
+    if not isinstance(p.kernel, str) or p.kernel not in PROFILES:
+        raise BadInput(f"kernel must be {' or '.join(map(repr, PROFILES))}, not "
+                       f"{_shown(p.kernel)}")
     if not isinstance(p.bugs, (list, tuple)):
         raise BadInput("bugs must be a list of bug names")
     for b in p.bugs:
