@@ -141,11 +141,13 @@ def vfork(K: Kernel, t: KThread) -> Result:
     return cfork(K, t, isvfork=True, isfork1=True)
 
 
-# Which lwp calls vfwait: the 2006 code asked "is this the vfork system call
-# returning (pid, 0)?", which a forkall clone of an lwp on its way out of vfork
-# also answers yes to.  As illumos has since 6533431, the vforking thread is
-# marked T_VFPARENT in cfork and the mark is cleared after vfwait; clones do
-# not inherit it.
+# Which lwp calls vfwait: the 2006 code asks post_syscall "is this the vfork
+# system call returning (pid, 0) without error?" (syscall.vfwait_due).  Once
+# illumos gave fork new entry points (forksys), a process-wide mark let the
+# wrong lwp take that path; since 6533431 the vforking thread is marked
+# T_VFPARENT in cfork (step 18) and the mark is cleared after vfwait; clones do
+# not inherit it.  The fixed kernel asks for the mark as well, the 2006 kernel
+# only for the return values.
 
 
 def _forkerr(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> Result:
@@ -368,7 +370,8 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     if isvfork:
         mutex_enter(p.p_lock)
         s.p_flag |= SVFWAIT
-        lw.t_flag |= T_VFPARENT
+        if K.fixed("6533431"):
+            lw.t_flag |= T_VFPARENT  # the lwp post_syscall sends to vfwait
         cv_broadcast(p.pr_pid_cv)  # /proc waiters: SVFWAIT counts as stopped
         mutex_exit(p.p_lock)
         mutex_enter(cp.p_lock)
@@ -435,8 +438,8 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     # to prfind at once, and prfind follows p_zone, so pid_assign sets the
     # zone before it publishes the pid (6439016).
     czone = ps.p_zone
-    if K.bug("zone_set_late"):
-        czone = _bug_zone_set_late(K, pp)
+    if not K.fixed("6439016"):
+        czone = _2006_zone_set_late(K, pp)
     cp = None if K.faults.should_fail("pid_assign") else pid_assign(K, fixed_pid, zone=czone)
     if cp is None:
         mutex_enter(K.pidlock)
@@ -607,8 +610,6 @@ def _upcount_release(K: Kernel, cp: Proc) -> None:
 def disown_proc(K: Kernel, pp: Proc, cp: Proc) -> None:
     """Caller holds pidlock (asserted).  Take a failed child off its parent's
     orphan and child lists."""
-    if K.bug("failed_child_not_disowned"):
-        return _bug_failed_child_not_disowned(K, pp, cp)
     assert MUTEX_HELD(K.pidlock)
     ps, cs = pp.s, cp.s
     if ps.p_orphan == cp.id:
@@ -652,8 +653,8 @@ def _as_dup_failed(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result
     """Caller holds P_PR_LOCK on p (cfork step 7) and no mutex; returns with
     neither.  The as_dup failure (docs/kernel.md, "Failure paths"): P_PR_LOCK
     is released before fork_fail, the 6533743 fix."""
-    if K.bug("fork_fail_under_prlock"):
-        return _bug_fork_fail_under_prlock(K, t, p, cp, err)
+    if not K.fixed("6533743"):
+        return _2006_fork_fail_under_prlock(K, t, p, cp, err)
     mutex_enter(p.p_lock)
     p.s.p_flag &= ~SFORKING
     sprunlock(K, p)  # drops p_lock
@@ -988,14 +989,10 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     K.fire("proc:::vfork-wait-done", pp.s.p_pid, lw.t_tid, pid)
 
 
-# ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
-#
-# Each function below is one entry of realfork.verify.bugs.CATALOGUE, entered
-# from the correct code by a single ``if K.bug(name): ...`` line and doing that
-# step the wrong way.  None runs unless its bug is switched on.
+# ---- Code cut out of its host: the 2006 kernel's steps and the seeded bugs ----
 #
 # A finding names the kernel function a thread was in when it blocked or
-# panicked (the innermost function of its call chain).  Every bug function
+# panicked (the innermost function of its call chain).  Every such function
 # carries @_seeded_in(host), which names its frames after the function it was
 # cut out of, so that findings, and the signatures the catalogue expects, read
 # as they would with the mistake written in the host itself ("lock order: ...
@@ -1011,6 +1008,50 @@ def _seeded_in(host: str) -> Callable[[_F], _F]:
         f.__code__ = f.__code__.replace(co_name=host)
         return fn
     return name
+
+
+# ---- The 2006 kernel: the seed's code where illumos later fixed it ----
+#
+# Each function below is the seed's version of one step that a later illumos
+# fix changed (realfork.kernel.profiles.FIXES; what each fix changed and what
+# it restores: realfork.verify.history and docs/profiles.md).  The fixed code
+# above enters it by one ``if not K.fixed(id): ...`` line, so it runs only in
+# the ``2006`` profile.  @_seeded_in names its frames after the function the
+# step belongs to, as for the seeded bugs below.
+
+@_seeded_in("getproc")
+def _2006_zone_set_late(K: Kernel, pp: Proc) -> int:
+    """Takes no locks.  The 2006 getproc (fork.c:883, fork.c:930): pid_assign
+    makes the child visible with p_zone still NULL, and only the copy of the
+    parent's fields sets it.  prfind_zone follows p_zone meanwhile: a NULL
+    dereference (fixed by illumos 6439016, which sets the zone first)."""
+    return 0
+
+
+@_seeded_in("_as_dup_failed")
+def _2006_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
+    """Caller holds P_PR_LOCK on p; returns with nothing held.  The 2006
+    as_dup failure path (fork.c:237-268): fork_fail, which takes every open
+    file's f_tlock (fcnt_add), runs while P_PR_LOCK is still held; a /proc
+    controller holding a file's f_tlock and waiting in sprlock for P_PR_LOCK
+    closes the cycle.  A deadlock (fixed by illumos 6533743, which drops
+    P_PR_LOCK first)."""
+    fork_fail(K, cp)  # file locks taken under P_PR_LOCK
+    _free_failed_child(K, p, cp)
+    mutex_enter(p.p_lock)
+    p.s.p_flag &= ~SFORKING
+    pool_barrier_exit(K, p)
+    continuelwps(K, p)
+    sprunlock(K, p)  # drops p_lock
+    return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
+
+
+# ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
+#
+# Each function below is one entry of realfork.verify.bugs.CATALOGUE, entered
+# from the correct code by a single ``if K.bug(name): ...`` line and doing that
+# step the wrong way.  None runs unless its bug is switched on.
+#
 
 
 @_seeded_in("cfork")
@@ -1041,12 +1082,6 @@ def _bug_getproc_fail_skips_continuelwps(K: Kernel, p: Proc, lw: klwp_t, site: s
     return _forkerr(K, p, lw.t_tid, EAGAIN, site)
 
 
-@_seeded_in("getproc")
-def _bug_zone_set_late(K: Kernel, pp: Proc) -> int:
-    """Takes no locks.  pid_assign is given no zone, so the child is visible
-    to prfind with p_zone NULL until getproc's step 6 sets it (illumos
-    6439016): a lookup that follows p_zone meanwhile panics."""
-    return 0
 
 
 @_seeded_in("_upcount_release")
@@ -1057,29 +1092,8 @@ def _bug_fork_fail_skips_upcount_dec(K: Kernel, cp: Proc) -> None:
     return None
 
 
-@_seeded_in("disown_proc")
-def _bug_failed_child_not_disowned(K: Kernel, pp: Proc, cp: Proc) -> None:
-    """Caller holds pidlock.  A failed child is freed while still on its
-    parent's child and orphan lists (illumos 7412, newproc's mistake, on the
-    failure path cfork shares with it): the next walk of either list follows
-    a freed or reused slot."""
-    return None
 
 
-@_seeded_in("_as_dup_failed")
-def _bug_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
-    """Caller holds P_PR_LOCK on p; returns with nothing held.  The 2006
-    order of the as_dup failure (illumos 6533743): fork_fail takes the file
-    lock while P_PR_LOCK is still held, against a /proc controller that holds
-    the file lock and waits for P_PR_LOCK.  A deadlock."""
-    fork_fail(K, cp)  # file locks taken under P_PR_LOCK
-    _free_failed_child(K, p, cp)
-    mutex_enter(p.p_lock)
-    p.s.p_flag &= ~SFORKING
-    pool_barrier_exit(K, p)
-    continuelwps(K, p)
-    sprunlock(K, p)  # drops p_lock
-    return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
 
 
 @_seeded_in("cfork")

@@ -18,8 +18,8 @@ from ..sync.kthread import KThread
 from ..sync.objects import KCondvar, KMutex
 from . import faults as _faults
 from .params import KernelParams
-from .profiles import fixes_of
 from .proc import NPROCSYNC, Proc
+from .profiles import fixes_of
 from .structs import (
     PROGRAM_BYTES,
     as_t,
