@@ -73,7 +73,6 @@ def load_steps(root: str = ROOT) -> types.ModuleType:
     if spec is None or spec.loader is None or not os.path.exists(path):
         raise BadInput(f"no step table at {path}")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_seedsteps", mod)
     try:
         spec.loader.exec_module(mod)
     except Exception as e:  # a syntax error in the table is bad input
@@ -116,7 +115,7 @@ def read_module(root: str, rel: str) -> Module:
         tree = ast.parse(text, rel)
     except SyntaxError as e:
         raise BadInput(f"cannot parse {rel}: {e}") from e
-    anchors = []
+    anchors: list[tuple[str, int]] = []
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if tok.type == tokenize.COMMENT:
             anchors.extend((m.group(1), tok.start[0]) for m in ANCHOR.finditer(tok.string))
@@ -151,17 +150,17 @@ def collect(root: str = ROOT) -> tuple[list[Row], list[str]]:
                     problems.append(f"{fn}: {st.anchor} is listed out of the seed's order "
                                     f"on path {st.path!r}")
                 last[st.path] = n
-                places = tuple(where.get(st.anchor, ()))
+                places: tuple[Place, ...] = tuple(where.get(st.anchor, []))
             else:
                 places = _find_extra(mods, st)
             rows.append(Row(fn, st, places))
     for fn in ss.STEPS:
         if fn not in ss.FUNCTIONS:
             problems.append(f"{fn}: has steps but is not in FUNCTIONS")
-    for anchor, places in sorted(where.items()):
+    for anchor, found in sorted(where.items()):
         if anchor not in known:
             problems.extend(f"{p}: the comment names {anchor}, which is no step of the table"
-                            for p in places)
+                            for p in found)
     return rows, problems
 
 
