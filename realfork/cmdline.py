@@ -190,7 +190,8 @@ def add_boot_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | N
                    help=f"lwps of all processes together (default {d.maxlwps:,}; "
                         f"{bounds('maxlwps')})")
     p.add_argument("--maxpid", type=limit("maxpid"), default=None, metavar="N",
-                   help=f"largest pid (default {d.maxpid:,}; {bounds('maxpid')}; at least "
+                   help=f"pids wrap on reaching N, the largest is N-1 (default {d.maxpid:,}; "
+                        f"{bounds('maxpid')}; at least "
                         "--nproc)")
     p.add_argument("--maxup", type=limit("maxup"), default=None, metavar="N",
                    help=f"processes per user (default --nproc minus {RESERVED_PROCS}, the "

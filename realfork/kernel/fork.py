@@ -39,6 +39,7 @@ from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
 from .detect import assert_held, forklwp_source_check, proc_link
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
+from .faults import RCTL_DUP_MAX_RETRIES
 from .lwp import continuelwps, holdlwps, lwp_create, lwp_create_done, start_lwp
 from .lwpdir import dir_alloc, dir_entries, dir_free, dir_install, lwp_hash_in
 from .pid import (
@@ -253,17 +254,21 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     # 8. Duplicate the resource controls.  The copy's entries are allocated
     # outside rcs_lock (an allocation may sleep), so the loop re-checks under
     # the lock that the set has not grown meanwhile, and duplicates while
-    # still holding it.
+    # still holding it.  The rctl_dup fault site plays the set growing; it
+    # can add at most RCTL_DUP_MAX_RETRIES rounds, as a real set only grows
+    # so far, so a site that always fails cannot spin the fork forever.
     dup = rctl_set_create(K)  # fork.c:303
     if not dup:
         return _forklwperr(K, t, p, cp, isvfork, "rctl_dup")
+    grew = 0
     while True:
         need = rctl_set_dup_prealloc(K, s.p_rctls)  # fork.c:305
         lk = K.rcs_lock(s.p_rctls)
         mutex_enter(lk)  # fork.c:306
-        # fork.c:307
-        if rctl_set_dup_ready(K, s.p_rctls, need) and not K.faults.should_fail("rctl_dup"):
-            break  # still holding rcs_lock
+        if rctl_set_dup_ready(K, s.p_rctls, need):  # fork.c:307
+            if grew >= RCTL_DUP_MAX_RETRIES or not K.faults.should_fail("rctl_dup"):
+                break  # still holding rcs_lock
+            grew += 1
         mutex_exit(lk)
     cs.p_rctls = rctl_set_dup(K, s.p_rctls, dup)  # fork.c:314
     mutex_exit(lk)  # fork.c:316
@@ -648,7 +653,8 @@ def _free_failed_child(K: Kernel, pp: Proc, cp: Proc) -> None:
 
 
 def _as_dup_errno(err: int) -> int:
-    """Takes no locks.  as_dup's ENOMEM is kept; any other error is EAGAIN."""
+    """Takes no locks.  as_dup's ENOMEM is kept; any other error is EAGAIN
+    (fork.c:266-270)."""
     return ENOMEM if err == ENOMEM else EAGAIN
 
 
