@@ -78,7 +78,7 @@ from .resources import (
     task_rele,
 )
 from .session import pgjoin, sess_hold
-from .sig import aston, sigdefault
+from .sig import aston, sigdefault, thread_lock, thread_unlock, ts_start
 from .structs import (
     NIL,
     P_PR_ASYNC,
@@ -344,8 +344,10 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         ctl = K.lwps[ct.slot]
         if ctl.t_proc_flag & TP_HOLDLWP:
             lwp_create_done(K, ct, cp)
-        else:
-            ctl.t_schedflag |= TS_CREATE
+        else:  # TS_CREATE lets continuelwps start it (fork.c:501)
+            thread_lock(K, ct)
+            ts_start(K, ct, TS_CREATE)
+            thread_unlock(K, ct)
     mutex_exit(cp.p_lock)
     if isvfork:
         K.g.sysvfork += 1

@@ -18,8 +18,8 @@ from ..sync.kthread import KThread
 from ..sync.objects import KCondvar, KMutex
 from . import faults as _faults
 from .params import KernelParams
-from .profiles import fixes_of
 from .proc import NPROCSYNC, Proc
+from .profiles import fixes_of
 from .structs import (
     PROGRAM_BYTES,
     as_t,
@@ -82,7 +82,8 @@ def dir_block_type(size: int) -> type:
 
 def nsync_needed(p: KernelParams) -> int:
     nas = p.nproc + 1
-    return (NPROCSYNC * p.nproc + p.maxlwps + nas + (p.nproc + 4) + (p.nproc + 4) + 32)
+    # per proc slot; t_cv and thread_lock per kthread slot; a_lock, rcs_lock, ct_lock
+    return (NPROCSYNC * p.nproc + 2 * p.maxlwps + nas + (p.nproc + 4) + (p.nproc + 4) + 32)
 
 
 def declare_kernel(layout: Layout, p: KernelParams) -> None:
@@ -185,6 +186,10 @@ class Kernel:
 
     def t_cv(self, t: KThread) -> KCondvar:
         return self.dom.handle(self.kg_sync.tcv_base + t.slot)  # type: ignore[return-value]
+
+    def thread_lockp(self, t: KThread) -> KMutex:
+        """``t``'s thread_lock (realfork.kernel.sig.thread_lock)."""
+        return self.dom.handle(self.kg_sync.tlock_base + t.slot)  # type: ignore[return-value]
 
     def a_lock(self, as_ptr: int) -> Any:
         return self.dom.handle(self.kg_sync.aslock_base + as_ptr - 1)

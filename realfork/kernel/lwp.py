@@ -7,7 +7,8 @@ Poked lwps stop at a hold point (``holdlwp`` on the way back to user mode,
 or in place inside an interruptible sleep for SHOLDFORK1) with
 ``stop(PR_SUSPENDED)``, which lowers ``p_lwprcnt`` and broadcasts
 ``p_holdlwps``.  They stay stopped without TS_CSTART until
-``continuelwps``.  Everything here runs under the process's ``p_lock``.
+``continuelwps``.  Everything here runs under the process's ``p_lock``;
+start bits are given under the lwp's ``thread_lock`` too (realfork.kernel.sig).
 
 The first line of each docstring says which locks the caller must hold and
 which are held on return.  The one seeded bug here (``K.bug(name)``,
@@ -29,7 +30,17 @@ from .errno_defs import EDEADLK, EINTR, ESRCH
 from .lwpdir import dir_entries, dir_grow, lwp_hash_in, lwp_hash_lookup, lwp_hash_out
 from .proc import Proc
 from .resources import lwp_count_admit, lwp_count_release
-from .sig import SUSPENDED, aston, kcv_wait_sig, setrun_locked, setrun_sleeper, stop
+from .sig import (
+    SUSPENDED,
+    aston,
+    kcv_wait_sig,
+    setrun_locked,
+    setrun_sleeper,
+    stop,
+    thread_lock,
+    thread_unlock,
+    ts_start,
+)
 from .structs import (
     LWP_STOPPED,
     LWP_ZOMB,
@@ -168,10 +179,12 @@ def lwp_create_done(K: Kernel, t: KThread, p: Proc) -> None:
     """Caller holds p->p_lock (asserted).  The creator has finished: let ``t`` run."""
     assert MUTEX_HELD(p.p_lock)
     lw = K.lwps[t.slot]
+    thread_lock(K, t)
     if not lw.t_schedflag & TS_CSTART:
         p.s.p_lwprcnt += 1
-    lw.t_schedflag |= TS_CSTART | TS_CREATE
+    ts_start(K, t, TS_CSTART | TS_CREATE)
     setrun_locked(K, t)
+    thread_unlock(K, t)
 
 
 def start_lwp(K: Kernel, t: KThread) -> None:
@@ -194,18 +207,21 @@ def pokelwps(K: Kernel, p: Proc, me: KThread) -> None:
         lw = K.lwps[t.slot]
         aston(t)
         t.s.t_sig_check = 1
+        thread_lock(K, t)
         if lw.t_kstate == LWP_STOPPED:
             if s.p_flag & SEXITLWPS:
                 s.p_stopsig = 0
-                lw.t_schedflag |= TS_XSTART | TS_PSTART
+                ts_start(K, t, TS_XSTART | TS_PSTART)
                 setrun_locked(K, t)
             elif s.p_flag & SHOLDFORK and SUSPENDED(K, t) and not lw.t_schedflag & TS_CSTART:
                 # lwp_suspend'ed inside a system call: forkall cannot copy it
                 # there, so it is moved on to a clonable point
                 s.p_lwprcnt += 1
-                lw.t_schedflag |= TS_CSTART
+                ts_start(K, t, TS_CSTART)
                 setrun_locked(K, t)
+            thread_unlock(K, t)
         else:
+            thread_unlock(K, t)  # a sleeper is woken through its sleep queue
             setrun_sleeper(K, t)
 
 
@@ -221,10 +237,12 @@ def continuelwps(K: Kernel, p: Proc) -> None:
     assert not s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH)
     for t in p.threads():
         lw = K.lwps[t.slot]
+        thread_lock(K, t)
         if SUSPENDED(K, t) and not lw.t_proc_flag & TP_HOLDLWP:
             s.p_lwprcnt += 1
-            lw.t_schedflag |= TS_CSTART
+            ts_start(K, t, TS_CSTART)
             setrun_locked(K, t)
+        thread_unlock(K, t)
 
 
 def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
@@ -429,11 +447,13 @@ def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
         lw2 = K.lwps[t2.slot]
         lw2.t_proc_flag &= ~TP_HOLDLWP
         lw2.t_proc_flag |= TP_EXITLWP
+        thread_lock(K, t2)
         if lw2.t_kstate == LWP_STOPPED:
             if not lw2.t_schedflag & TS_CSTART and lw2.t_whystop == PR_SUSPENDED:
                 s.p_lwprcnt += 1
-            lw2.t_schedflag |= TS_ALLSTART
+            ts_start(K, t2, TS_ALLSTART)
             setrun_locked(K, t2)
+        thread_unlock(K, t2)
     while s.p_lwpcnt > 1:
         cv_wait(p.p_holdlwps, p.p_lock)
     # Remove the zombie lwps' directory entries: nobody will lwp_wait for them.
@@ -502,10 +522,12 @@ def lwp_continue(K: Kernel, p: Proc, t: KThread) -> None:
     assert MUTEX_HELD(p.p_lock)
     lw = K.lwps[t.slot]
     lw.t_proc_flag &= ~TP_HOLDLWP
+    thread_lock(K, t)
     if SUSPENDED(K, t) and not p.s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH):
         p.s.p_lwprcnt += 1
-        lw.t_schedflag |= TS_CSTART
+        ts_start(K, t, TS_CSTART)
         setrun_locked(K, t)
+    thread_unlock(K, t)
     cv_broadcast(p.p_holdlwps)
 
 
