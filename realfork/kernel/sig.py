@@ -137,20 +137,22 @@ def THREAD_LOCK_HELD(K: Kernel, t: KThread) -> bool:
     return MUTEX_HELD(K.thread_lockp(t))
 
 
-def _assert_thread_lock(K: Kernel, t: KThread, what: str) -> None:
-    """``ASSERT(THREAD_LOCK_HELD(t))`` before ``what``; the finding names the
-    kernel function that called the asserting one."""
+def _assert_thread_lock(K: Kernel, t: KThread, what: str, verb: str = "") -> None:
+    """``ASSERT(THREAD_LOCK_HELD(t))`` before ``what`` of ``t`` (a phrase:
+    "t_schedflag", "changed" gives "t_schedflag of pid 7 lwp 1 changed
+    without thread_lock held"); the finding names the kernel function that
+    called the asserting one."""
     if not MUTEX_HELD(K.thread_lockp(t)):
         lw = K.lwps[t.slot]
         pid = K.procs.slots[lw.t_procp - 1].p_pid if lw.t_procp else -1
-        fail(K, f"assertion failed: {what} of pid {pid} lwp {lw.t_tid} without "
-                f"thread_lock held", sys._getframe(2))
+        fail(K, f"assertion failed: {what} of pid {pid} lwp {lw.t_tid} "
+                f"{verb + ' ' if verb else ''}without thread_lock held", sys._getframe(2))
 
 
 def ts_start(K: Kernel, t: KThread, bits: int) -> None:
     """Called with ``t``'s p_lock and thread_lock held (the latter asserted).
     Give ``t`` the start bits ``bits`` of ``t_schedflag``."""
-    _assert_thread_lock(K, t, "t_schedflag changed")
+    _assert_thread_lock(K, t, "t_schedflag", "changed")
     K.lwps[t.slot].t_schedflag |= bits
 
 
@@ -192,7 +194,7 @@ def thread_stop_wait(K: Kernel, t: KThread, p: Proc) -> None:
     before swtch): sleeping with it held would block every setrun_locked of
     this lwp, the very call that ends the sleep."""
     lw = K.lwps[t.slot]
-    _assert_thread_lock(K, t, "stop state changed")
+    _assert_thread_lock(K, t, "stop state", "changed")
     lw.t_kstate = LWP_STOPPED
     thread_unlock(K, t)
     cv = K.t_cv(t)
