@@ -252,9 +252,7 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     # outside rcs_lock (an allocation may sleep), so the loop re-checks under
     # the lock that the set has not grown meanwhile, and duplicates while
     # still holding it.
-    dup = rctl_set_create(K)
-    if not dup:
-        return _forklwperr(K, t, p, cp, isvfork, "rctl_dup")
+    dup = rctl_set_create(K)  # cannot fail (KM_SLEEP; the table cannot fill)
     while True:
         need = rctl_set_dup_prealloc(K, s.p_rctls)
         lk = K.rcs_lock(s.p_rctls)

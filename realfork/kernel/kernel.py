@@ -59,8 +59,11 @@ def dir_sizes(maxlwps: int) -> list[int]:
 
 
 def dir_capacity(k: int, sizes: list[int], nproc: int, maxlwps: int) -> int:
+    """Blocks of directory size class ``k``.  Class 0 (two entries) cannot
+    fill: every proc slot holds one block at most, and only exec holds a
+    second, for a moment (realfork.kernel.lwpdir.dir_alloc)."""
     if k == 0:
-        return nproc
+        return 2 * nproc
     return max(8, min(nproc, 4 * maxlwps // (sizes[k - 1] + 1) + 4))
 
 

@@ -86,6 +86,13 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
     Admission charges the task, project and zone lwp counts (except for
     syscid); None when a limit, the thread table or the directory says no.
     The caller makes it runnable (``lwp_create_done``, ``continuelwps``).
+
+    Each None is a failure illumos's lwp_create has: the lwp resource
+    controls; the kernel thread table full (``maxlwps``) as the lwp stack
+    cache running dry (``segkp_cache_get`` returns NULL: lwp_create gives
+    the counts back and fails); a directory size class out of blocks, which
+    realfork treats the same way (illumos's directory is KM_SLEEP:
+    realfork.kernel.lwpdir).
     """
     s = p.s
     # Charge the lwp counts first, under p_lock; then drop p_lock to
@@ -115,10 +122,6 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
         return None
     if lwpid == 0:
         lwpid = _next_lwpid(K, p)
-        if lwpid < 0:
-            mutex_exit(p.p_lock)
-            _undo_create(K, p, t, syscid)
-            return None
     lw.t_tid = lwpid
     t.s.t_lwpid = lwpid
     s.p_lwpcnt += 1
@@ -163,7 +166,11 @@ def _undo_create(K: Kernel, p: Proc, t: KThread, syscid: bool) -> None:
 
 def _next_lwpid(K: Kernel, p: Proc) -> int:
     """Caller holds p->p_lock.  The next free lwpid: p_lwpid + 1, wrapping at
-    INT_MAX (SLWPWRAP), after which ids still in use are skipped; -1 if none."""
+    INT_MAX (SLWPWRAP), after which ids still in use are skipped.
+
+    illumos cannot fail here, nor can realfork: a directory holds a few
+    thousand ids at most, so a free one turns up long before a full cycle;
+    one that did not would be a panic."""
     s = p.s
     for _ in range(INT_MAX):
         if s.p_lwpid == INT_MAX:
@@ -172,7 +179,7 @@ def _next_lwpid(K: Kernel, p: Proc) -> int:
         s.p_lwpid += 1
         if not s.p_flag & SLWPWRAP or lwp_hash_lookup(K, p, s.p_lwpid) < 0:
             return s.p_lwpid
-    return -1  # pragma: no cover - a full cycle
+    K.dom.panic(f"pid {s.p_pid}: every lwpid in use: cannot happen")  # pragma: no cover
 
 
 def lwp_create_done(K: Kernel, t: KThread, p: Proc) -> None:
