@@ -79,7 +79,7 @@ from .resources import (
     task_rele,
 )
 from .session import pgjoin, sess_hold
-from .sig import aston, sigdefault
+from .sig import aston, sigdefault, thread_lock, thread_unlock, ts_start
 from .structs import (
     NIL,
     P_PR_ASYNC,
@@ -257,9 +257,7 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     # still holding it.  The rctl_dup fault site plays the set growing; it
     # can add at most RCTL_DUP_MAX_RETRIES rounds, as a real set only grows
     # so far, so a site that always fails cannot spin the fork forever.
-    dup = rctl_set_create(K)  # fork.c:303
-    if not dup:
-        return _forklwperr(K, t, p, cp, isvfork, "rctl_dup")
+    dup = rctl_set_create(K)  # cannot fail (KM_SLEEP; the table cannot fill) (fork.c:303)
     grew = 0
     while True:
         need = rctl_set_dup_prealloc(K, s.p_rctls)  # fork.c:305
@@ -352,8 +350,10 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         ctl = K.lwps[ct.slot]
         if ctl.t_proc_flag & TP_HOLDLWP:
             lwp_create_done(K, ct, cp)  # fork.c:497
-        else:
-            ctl.t_schedflag |= TS_CREATE  # fork.c:501
+        else:  # TS_CREATE lets continuelwps start it (fork.c:501)
+            thread_lock(K, ct)
+            ts_start(K, ct, TS_CREATE)
+            thread_unlock(K, ct)
     mutex_exit(cp.p_lock)  # fork.c:508
     if isvfork:
         K.g.sysvfork += 1  # fork.c:511

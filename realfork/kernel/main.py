@@ -78,6 +78,9 @@ def format_kernel(K: Kernel) -> None:
     m.tcv_base = dom.g.nsync
     for slot in range(p.maxlwps):
         dom.new_cv("t_cv", slot + 1, "kthread")
+    m.tlock_base = dom.g.nsync
+    for slot in range(p.maxlwps):
+        dom.new_mutex("thread_lock", slot + 1, "kthread")
     m.aslock_base = dom.g.nsync
     for slot in range(K.ases.capacity):
         dom.new_rwlock("a_lock", slot + 1, "as")

@@ -65,16 +65,18 @@ def sprunlock(K: Kernel, p: Proc) -> None:
 def pr_setrun(K: Kernel, p: Proc) -> int:
     """Set running the lwps of ``p`` that /proc stopped, and withdraw stop
     requests not yet honoured (p_lock held); how many were set running."""
-    from .sig import setrun_locked
+    from .sig import setrun_locked, thread_lock, thread_unlock, ts_start
 
     n = 0
     for t in p.threads():
         lw = K.lwps[t.slot]
         lw.t_proc_flag &= ~TP_PRSTOP
+        thread_lock(K, t)
         if lw.t_kstate == LWP_STOPPED and lw.t_whystop == PR_REQUESTED:
-            lw.t_schedflag |= TS_PSTART
+            ts_start(K, t, TS_PSTART)
             setrun_locked(K, t)
             n += 1
+        thread_unlock(K, t)
     return n
 
 

@@ -127,10 +127,6 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(296, "p->p_flag &= ~SFORKING"),
              _f(297, "sprunlock(p)"),
              _f(303, "rctl_set_create()"),
-             _x("rctl_set_create failure goes to forklwperr", "cfork",
-                'isvfork, "rctl_dup")',
-                "the rctl sets are a fixed table in shared memory, which can be full; "
-                "the seed's allocation sleeps and cannot fail"),
              _s(305, "rctl_set_dup_prealloc(p->p_rctls)",
                 "counts the values a copy needs; nothing is allocated"),
              _f(306, "mutex_enter(&p->p_rctls->rcs_lock)"),
