@@ -828,8 +828,8 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)  # fork.c:828
     if prepare is not None:
         prepare(K, cp, ct)
-    # Publish it under pidlock (its parent's group, SRUN), give the lwp its
-    # OS thread, and set it running under the child's p_lock.
+    # Give the lwp its OS thread, publish the child under pidlock (its
+    # parent's group, SRUN), and set it running under the child's p_lock.
     #
     # As the seed does, the child's p_lock is taken inside pidlock
     # (pidlock -> p_lock) and lwp_create_done runs under both: from the
