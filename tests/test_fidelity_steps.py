@@ -5,7 +5,8 @@ before vfwait, the child's TP_PRSTOP under its p_lock, sprunlock's single
 wake-up, newproc's pidlock -> p_lock nesting around lwp_create_done,
 forklwp_fail's pidlock per clone and upcount_inc's pidlock drop.
 
-Most tests wrap a kernel function (monkeypatch, before boot: the processes
+The steps are no profile deltas: the vfork ones are run in both kernel
+profiles.  Most tests wrap a kernel function (monkeypatch, before boot: the processes
 backend's hosts are forked at boot and inherit the wrapper) and record what
 the wrapper sees in shared memory, so that a host's records reach the test."""
 
@@ -69,7 +70,9 @@ def caller() -> Any:
 # -- 1. relvm: prrelvm, the one-lwp assertion, SVFWAIT is relvm's ------------------------
 
 
-def test_relvm_calls_prrelvm_which_frees_the_watchpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernel", ["fixed", "2006"])
+def test_relvm_calls_prrelvm_which_frees_the_watchpoints(monkeypatch: pytest.MonkeyPatch,
+                                                         kernel: str) -> None:
     """Every relvm (here two exits) goes through /proc's hook, which drops
     the watch areas and frees the watched pages of the process's own address
     space (the wrapper gives it some first)."""
@@ -87,7 +90,7 @@ def test_relvm_calls_prrelvm_which_frees_the_watchpoints(monkeypatch: pytest.Mon
         rec.add(s.p_pid, int(bool(own)), s.p_wcount, K.ases.slots[a - 1].a_wpage if own else 0)
 
     monkeypatch.setattr(kfork, "prrelvm", prrelvm)
-    with boot_checked() as system:
+    with boot_checked(kernel=kernel) as system:
         r = system.run("""
             fork1
             beq rv, 0, child
@@ -156,7 +159,8 @@ def test_relvm_clears_svfwait_before_it_wakes_the_parent(monkeypatch: pytest.Mon
     assert rec.rows() == [(1, 0)]
 
 
-def test_vfwait_leaves_svfwait_to_relvm(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernel", ["fixed", "2006"])
+def test_vfwait_leaves_svfwait_to_relvm(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
     """vfwait does not clear SVFWAIT itself (fork.c's vfwait never touches
     it): given a relvm that wakes the parent but leaves SVFWAIT set, the
     parent is still marked SVFWAIT once it is out of vfwait and back in user
@@ -179,7 +183,7 @@ def test_vfwait_leaves_svfwait_to_relvm(monkeypatch: pytest.MonkeyPatch) -> None
         return False
 
     monkeypatch.setattr(kfork, "cv_signal", cv_signal)
-    with boot_checked() as system, opening(system.K, {63: out_of_vfwait}):
+    with boot_checked(kernel=kernel) as system, opening(system.K, {63: out_of_vfwait}):
         r = system.run("""
             vfork
             beq rv, 0, child
@@ -212,7 +216,8 @@ def _stopped_sysexit(K: Any, pid: int, lwpid: int) -> bool:
     return False
 
 
-def test_traced_vfork_parent_stops_on_sysexit_before_vfwait() -> None:
+@pytest.mark.parametrize("kernel", ["fixed", "2006"])
+def test_traced_vfork_parent_stops_on_sysexit_before_vfwait(kernel: str) -> None:
     """A vfork parent that traces the exit from vfork stops as PR_SYSEXIT
     before it waits for its child: when it is seen stopped, vfwait has not
     started (no vfork wait counted yet), its child has run (and exited) on
@@ -233,7 +238,7 @@ def test_traced_vfork_parent_stops_on_sysexit_before_vfwait() -> None:
     # the controller sets the flag only once init is past its fork1 (set
     # earlier, it would stop init on its way out of that fork1)
     gates = {63: lambda K: lwp_in_syscall(K, 1, 1, "sleep"), 62: flags_set, 61: parent_stopped}
-    with boot_checked() as system, opening(system.K, gates):
+    with boot_checked(kernel=kernel) as system, opening(system.K, gates):
         r = system.run("""
             fork1
             beq rv, 0, controller
