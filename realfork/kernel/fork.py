@@ -52,7 +52,7 @@ from .pid import (
     upcount_inc,
 )
 from .proc import Proc
-from .procfs import prbarrier, sprlock_proc, sprunlock
+from .procfs import pr_watch_active, prbarrier, prrelvm, sprlock_proc, sprunlock
 from .resources import (
     VN_HOLD,
     VN_RELE,
@@ -321,10 +321,19 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     mutex_exit(p.p_lock)
     # 14. /proc's stop on exit from fork: every child lwp if the child
     # inherited it, every parent lwp if the parent asked (and not async).
+    # t_proc_flag changes only under its process's p_lock, the child's as
+    # much as the parent's (the seed takes the child's here).  The child is
+    # still invisible, but its clones have had their OS threads since step
+    # 11, and every other reader and writer of t_proc_flag goes by p_lock;
+    # an unlocked |= is a read-modify-write that can lose a concurrent
+    # change to another bit of the word, or be lost to it (the 6361360
+    # mistake of step 5, in the child).
     if cs.p_proc_flag & P_PR_STOPFORK:  # fork.c:435
+        mutex_enter(cp.p_lock)
         for ct in cp.threads():
             K.lwps[ct.slot].t_proc_flag |= TP_PRSTOP
             aston(ct)
+        mutex_exit(cp.p_lock)
     if s.p_proc_flag & P_PR_STOPFORK and not s.p_proc_flag & P_PR_ASYNC:  # fork.c:451
         mutex_enter(p.p_lock)
         for pt in p.threads():
@@ -674,15 +683,21 @@ def _as_dup_failed(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result
 
 
 def forklwp_fail(K: Kernel, cp: Proc) -> None:
-    """Called with no locks held: the child is invisible (SIDL), so nobody
-    else walks its lwp list.  Free the clones of a failed fork."""
+    """Called with no locks held; takes pidlock once per clone.  Free the
+    clones of a failed fork.  The child is invisible (SIDL), so nobody else
+    walks its lwp list and no p_lock is needed for it; but each clone is
+    also on the system-wide list of kernel threads, which other threads
+    walk, so it comes off that list under pidlock, one clone at a time
+    (fork.c:695-700), not with pidlock held across the whole loop."""
     cs = cp.s
     for ct in cp.threads():  # fork.c:664
         lw = K.lwps[ct.slot]
         cs.p_lwpcnt -= 1  # fork.c:672
         lwp_count_release(K, cs.p_task, cs.p_zone)  # fork.c:676
         lw.t_procp = NIL
-        K.dom.kthread_free(ct)  # fork.c:695 fork.c:716
+        mutex_enter(K.pidlock)  # fork.c:695: off the all-threads list (the kthread table)
+        K.dom.kthread_free(ct)  # fork.c:716
+        mutex_exit(K.pidlock)
     cs.p_tlist = NIL  # fork.c:668
 
 
@@ -813,18 +828,27 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)  # fork.c:828
     if prepare is not None:
         prepare(K, cp, ct)
-    # Publish it under pidlock (its parent's group, SRUN), give the lwp its
-    # OS thread, and set it running under the child's p_lock.
+    # Give the lwp its OS thread, publish the child under pidlock (its
+    # parent's group, SRUN), and set it running under the child's p_lock.
+    #
+    # As the seed does, the child's p_lock is taken inside pidlock
+    # (pidlock -> p_lock) and lwp_create_done runs under both: from the
+    # pgjoin that makes the child findable to the moment its lwp may run,
+    # pidlock is never let go, so no lookup (prfind, a signal to the process
+    # group, /proc) sees it SRUN but with its lwp still held, and its exit
+    # (which needs pidlock) cannot begin before it has been set running.  The
+    # lwp's OS thread is started first, with no lock held: starting it may
+    # wait for a host, and it only waits, stopped, for lwp_create_done.
     cs.p_lwpid = 1  # fork.c:836
+    start_lwp(K, ct)
     mutex_enter(K.pidlock)  # fork.c:837
     pgjoin(K, cp, pp.s.p_pgrp)
     cs.p_stat = SRUN
-    mutex_exit(K.pidlock)  # fork.c:844
-    start_lwp(K, ct)
     mutex_enter(cp.p_lock)  # fork.c:840
     K.lwps[ct.slot].t_proc_flag &= ~TP_HOLDLWP
     lwp_create_done(K, ct, cp)  # fork.c:842
     mutex_exit(cp.p_lock)
+    mutex_exit(K.pidlock)  # fork.c:844
     K.fire("proc:::create", cs.p_pid, 1, pp.s.p_pid, 3, 1)
     return cp  # fork.c:845
 
@@ -839,6 +863,11 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
     from .vm import as_free
 
     s = p.s
+    # exit and exec have made the caller the only lwp (exit has already
+    # taken it off p_tlist: 0).  A second lwp would still run on the
+    # address space about to be given back or freed.
+    assert 0 <= s.p_lwpcnt <= 1, f"relvm: pid {s.p_pid} has {s.p_lwpcnt} lwps"  # fork.c:1122
+    prrelvm(K, p)  # /proc: the watchpoints go with the address space (fork.c:1124)
     if s.p_flag & SVFORK:  # fork.c:1126
         pp = K.proc(s.p_parent)  # fork.c:1127
         # The delicate manoeuvre.  Once SVFORK is clear the parent is free
@@ -905,12 +934,17 @@ def _vfork_hand_back(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
     s.p_as = K.g.kas  # fork.c:1163
     # fork.c:1175
     pp.s.p_brksize, pp.s.p_stksize = s.p_brksize, s.p_stksize  # the child may have grown
-    if pp.s.p_wpage:  # the parent's watched pages go back to the address space (fork.c:1184)
-        a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
     K.fire("proc:::relvm", s.p_pid, K.lwps[t.slot].t_tid, pp.s.p_pid)
     if K.bug("relvm_lost_wakeup"):
         return _bug_relvm_lost_wakeup(K, p, pp)
+    # The parent no longer waits: SVFWAIT is cleared here and only here (as
+    # in the seed; vfwait leaves it alone), with the parent's p_lock
+    # held and /proc known to be off the parent, which is also what makes
+    # it safe to put the parent's stashed watched pages back into the
+    # address space (vfwait re-applies their protections).
     pp.s.p_flag &= ~SVFWAIT  # fork.c:1183
+    if pp.s.p_wpage:  # the parent's watched pages go back to the address space (fork.c:1184)
+        a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
     cv_signal(pp.p_cv)  # signal, not broadcast: the parent's other lwps are held (fork.c:1190)
     mutex_exit(pp.p_lock)  # fork.c:1191
     mutex_exit(p.p_lock)
@@ -983,17 +1017,19 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
         else:
             cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
         mutex_exit(pp.p_lock)  # fork.c:1282
-    # The address space is the parent's alone again: re-apply the watch
-    # protections, then, after waiting out /proc, restart the other lwps.
-    a = K.ases.slots[pp.s.p_as - 1]
-    if pp.s.p_wcount:  # fork.c:1286
+    # The address space is the parent's alone again.  relvm has put the
+    # watched pages back (a_wpage) and cleared SVFWAIT; what is left is
+    # as_setwatch, re-applying their page protections, under the address
+    # space's lock as writer and no mutex, as the seed does.  The model has
+    # no page protections (docs/kernel.md, "What is simpler than illumos"),
+    # so only the lock is taken, where and when illumos takes it.  Then,
+    # after waiting out /proc, the other lwps are restarted.
+    if pr_watch_active(K, pp):  # fork.c:1286
         lk = K.a_lock(pp.s.p_as)
         rw_enter(lk, RW_WRITER)
-        a.a_wpage = a.a_wpage
-        rw_exit(lk)
+        rw_exit(lk)  # as_setwatch: no protections to re-apply
     mutex_enter(pp.p_lock)  # fork.c:1293
     prbarrier(K, pp)
-    pp.s.p_flag &= ~SVFWAIT
     lw.t_flag &= ~T_VFPARENT
     continuelwps(K, pp)  # fork.c:1295
     mutex_exit(pp.p_lock)
