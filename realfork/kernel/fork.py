@@ -38,6 +38,7 @@ from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_enter_nested, mutex_exit
 from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
 from .detect import assert_held, forklwp_source_check, proc_link
+from .dtrace import dtrace_fasttrap_fork, dtrace_helpers_fork, shmfork
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
 from .lwp import continuelwps, holdlwps, lwp_create, lwp_create_done, start_lwp
 from .lwpdir import dir_alloc, dir_entries, dir_free, dir_install, lwp_hash_in
@@ -245,9 +246,33 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         if err:
             return _as_dup_failed(K, t, p, cp, err)
         cs.p_as = new_as
-        mutex_enter(p.p_lock)
-        s.p_flag &= ~SFORKING
-        sprunlock(K, p)  # drops p_lock
+        # The fork hooks.  The child's copy of the text still carries the
+        # parent's enabled USDT tracepoints: dtrace_fasttrap_fork takes them
+        # out, still under P_PR_LOCK, so that no consumer adds or removes one
+        # in the parent meanwhile.  Then P_PR_LOCK goes, and only then do
+        # shmfork and the helpers fork run, with SFORKING still set.
+        #
+        # The helpers fork takes dtrace_lock, dtrace_meta_lock and mod_lock;
+        # a DTrace consumer holds dtrace_lock (and, tearing a provider down,
+        # mod_lock) while it sprlocks the process whose tracepoints it
+        # writes.  Run under P_PR_LOCK, as in 2006, the helpers fork waits for
+        # a consumer that waits for our P_PR_LOCK: the parent, the consumer
+        # and every later /proc controller of the parent hang for good
+        # (illumos 6556673, and 6871629 the three-way form through mod_lock).
+        if not K.fixed("6556673"):
+            _fork_hooks_under_prlock(K, p, cp)
+        else:
+            if s.p_dtrace_count > 0:
+                dtrace_fasttrap_fork(K, p, cp)
+            mutex_enter(p.p_lock)
+            sprunlock(K, p)  # drops p_lock; SFORKING stays set
+            if s.p_segacct:
+                shmfork(K, p, cp)
+            if s.p_dtrace_helpers:
+                dtrace_helpers_fork(K, p, cp)
+            mutex_enter(p.p_lock)
+            s.p_flag &= ~SFORKING
+            mutex_exit(p.p_lock)
     # 8. Duplicate the resource controls.  The copy's entries are allocated
     # outside rcs_lock (an allocation may sleep), so the loop re-checks under
     # the lock that the set has not grown meanwhile, and duplicates while
@@ -1128,3 +1153,33 @@ def _bug_vfwait_no_recheck(K: Kernel, pp: Proc, waker: int,
     user mode on the address space its child still borrows."""
     cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
     mutex_exit(pp.p_lock)
+
+
+# ---- The 2006 kernel: the seed's order where illumos later fixed it ----
+#
+# Each function below is the 2006 form of one step that a later illumos fix
+# changed (realfork.kernel.profiles), entered from the fixed code by a single
+# ``if not K.fixed(id): ...`` line.  Unlike a seeded bug it is history, not a
+# mistake made on purpose: the ``2006`` kernel profile runs it.  Its frames
+# carry the host's name (@_seeded_in), so that findings read as they would
+# with the seed's order written in the host.
+
+
+@_seeded_in("cfork")
+def _fork_hooks_under_prlock(K: Kernel, p: Proc, cp: Proc) -> None:
+    """Called with P_PR_LOCK held on ``p`` and no mutex; returns with neither.
+    The 2006 order of cfork step 7's hooks (fork.c:273-297): shmfork and the
+    helpers fork run under the parent's P_PR_LOCK, with SFORKING, and only
+    then is P_PR_LOCK dropped.  The helpers fork waits for dtrace_lock (and
+    mod_lock) while a DTrace consumer holding them may wait for this
+    P_PR_LOCK in fasttrap_pid_enable: a deadlock (illumos 6556673, 6871629)."""
+    s = p.s
+    if s.p_segacct:
+        shmfork(K, p, cp)
+    if s.p_dtrace_count > 0:
+        dtrace_fasttrap_fork(K, p, cp)
+    if s.p_dtrace_helpers:
+        dtrace_helpers_fork(K, p, cp)  # dtrace_lock, under P_PR_LOCK
+    mutex_enter(p.p_lock)
+    s.p_flag &= ~SFORKING
+    sprunlock(K, p)  # drops p_lock

@@ -109,6 +109,10 @@ DECLARED: tuple[tuple[str, ...], ...] = (
     ("task_hash_lock", "zone_nlwps_lock"),  # implied by task_rele
     ("p_lock", "p_lock/1"),  # implied by relvm, vfwait: the child's p_lock before the parent's
     ("p_maplock", "a_lock"),  # implied by pr_do_mappage
+    # dtrace_helper_provide (the meta lock first), dtrace_unregister (mod_lock, then
+    # dtrace_lock), fasttrap_pid_enable (sprlock under dtrace_lock)
+    ("dtrace_meta_lock", "mod_lock", "dtrace_lock", "pidlock", "p_lock"),
+    ("shm_lock", "p_lock"),  # implied by shmat (the ipc lock, then p_lock)
 )
 
 # Classes whose unannotated same-class nesting is reported as recursion.
