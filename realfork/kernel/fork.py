@@ -17,8 +17,9 @@ took them the other way round would deadlock against either.  P_PR_LOCK
 (/proc's hold on a process) is not a mutex but a flag waited for on
 ``pr_pid_cv`` with p_lock held; nothing may wait for a mutex while it holds
 P_PR_LOCK if a /proc controller could hold that mutex and wait for
-P_PR_LOCK (the 6533743 deadlock, see fork_fail).  See docs/kernel.md, "Lock
-orders".
+P_PR_LOCK (the 6533743 deadlock, see fork_fail), nor for dtrace_lock or
+mod_lock, which a DTrace consumer holds while it sprlocks (6556673, cfork
+step 7).  See docs/kernel.md, "Lock orders".
 
 Seeded bugs (``K.bug(name)``, realfork.verify.bugs) enter the code by one
 line each and live in the last section of this module, off the path the
