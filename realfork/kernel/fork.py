@@ -17,8 +17,9 @@ took them the other way round would deadlock against either.  P_PR_LOCK
 (/proc's hold on a process) is not a mutex but a flag waited for on
 ``pr_pid_cv`` with p_lock held; nothing may wait for a mutex while it holds
 P_PR_LOCK if a /proc controller could hold that mutex and wait for
-P_PR_LOCK (the 6533743 deadlock, see fork_fail).  See docs/kernel.md, "Lock
-orders".
+P_PR_LOCK (the 6533743 deadlock, see fork_fail), nor for dtrace_lock or
+mod_lock, which a DTrace consumer holds while it sprlocks (6556673, cfork
+step 7).  See docs/kernel.md, "Lock orders".
 
 Seeded bugs (``K.bug(name)``, realfork.verify.bugs) enter the code by one
 line each and live in the last section of this module, off the path the
@@ -38,6 +39,7 @@ from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_enter_nested, mutex_exit
 from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
 from .detect import assert_held, forklwp_source_check, proc_link
+from .dtrace import dtrace_fasttrap_fork, dtrace_helpers_fork, shmfork
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
 from .faults import RCTL_DUP_MAX_RETRIES
 from .lwp import continuelwps, holdlwps, lwp_create, lwp_create_done, start_lwp
@@ -248,9 +250,33 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         if err:
             return _as_dup_failed(K, t, p, cp, err)
         cs.p_as = new_as
-        mutex_enter(p.p_lock)  # fork.c:295
-        s.p_flag &= ~SFORKING  # fork.c:296
-        sprunlock(K, p)  # drops p_lock (fork.c:297)
+        # The fork hooks.  The child's copy of the text still carries the
+        # parent's enabled USDT tracepoints: dtrace_fasttrap_fork takes them
+        # out, still under P_PR_LOCK, so that no consumer adds or removes one
+        # in the parent meanwhile.  Then P_PR_LOCK goes, and only then do
+        # shmfork and the helpers fork run, with SFORKING still set.
+        #
+        # The helpers fork takes dtrace_lock, dtrace_meta_lock and mod_lock;
+        # a DTrace consumer holds dtrace_lock (and, tearing a provider down,
+        # mod_lock) while it sprlocks the process whose tracepoints it
+        # writes.  Run under P_PR_LOCK, as in 2006, the helpers fork waits for
+        # a consumer that waits for our P_PR_LOCK: the parent, the consumer
+        # and every later /proc controller of the parent hang for good
+        # (illumos 6556673, and 6871629 the three-way form through mod_lock).
+        if not K.fixed("6556673"):
+            _fork_hooks_under_prlock(K, p, cp)
+        else:
+            if s.p_dtrace_count > 0:  # fork.c:282
+                dtrace_fasttrap_fork(K, p, cp)
+            mutex_enter(p.p_lock)  # fork.c:295
+            sprunlock(K, p)  # drops p_lock; SFORKING stays set (fork.c:297)
+            if s.p_segacct:  # fork.c:274
+                shmfork(K, p, cp)
+            if s.p_dtrace_helpers:  # fork.c:290
+                dtrace_helpers_fork(K, p, cp)
+            mutex_enter(p.p_lock)
+            s.p_flag &= ~SFORKING  # fork.c:296
+            mutex_exit(p.p_lock)
     # 8. Duplicate the resource controls.  The copy's entries are allocated
     # outside rcs_lock (an allocation may sleep), so the loop re-checks under
     # the lock that the set has not grown meanwhile, and duplicates while
@@ -1091,6 +1117,26 @@ def _2006_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: 
     continuelwps(K, p)
     sprunlock(K, p)  # drops p_lock
     return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
+
+
+@_seeded_in("cfork")
+def _fork_hooks_under_prlock(K: Kernel, p: Proc, cp: Proc) -> None:
+    """Called with P_PR_LOCK held on ``p`` and no mutex; returns with neither.
+    The 2006 order of cfork step 7's hooks (fork.c:273-297): shmfork and the
+    helpers fork run under the parent's P_PR_LOCK, with SFORKING, and only
+    then is P_PR_LOCK dropped.  The helpers fork waits for dtrace_lock (and
+    mod_lock) while a DTrace consumer holding them may wait for this
+    P_PR_LOCK in fasttrap_pid_enable: a deadlock (illumos 6556673, 6871629)."""
+    s = p.s
+    if s.p_segacct:  # fork.c:274
+        shmfork(K, p, cp)
+    if s.p_dtrace_count > 0:  # fork.c:282
+        dtrace_fasttrap_fork(K, p, cp)
+    if s.p_dtrace_helpers:  # fork.c:290
+        dtrace_helpers_fork(K, p, cp)  # dtrace_lock, under P_PR_LOCK
+    mutex_enter(p.p_lock)  # fork.c:295
+    s.p_flag &= ~SFORKING  # fork.c:296
+    sprunlock(K, p)  # drops p_lock (fork.c:297)
 
 
 # ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----

@@ -169,6 +169,10 @@ class Kernel:
         self.pause_lock: KMutex = h(m.pause_lock)  # type: ignore[assignment]
         self.pause_cv: KCondvar = h(m.pause_cv)  # type: ignore[assignment]
         self.f_tlock: KMutex = h(m.f_tlock)  # type: ignore[assignment]
+        self.dtrace_meta_lock: KMutex = h(m.dtrace_meta_lock)  # type: ignore[assignment]
+        self.mod_lock: KMutex = h(m.mod_lock)  # type: ignore[assignment]
+        self.dtrace_lock: KMutex = h(m.dtrace_lock)  # type: ignore[assignment]
+        self.shm_lock: KMutex = h(m.shm_lock)  # type: ignore[assignment]
         self._locks_ready = True
 
     def procs_h(self, slot: int) -> Proc:

@@ -118,14 +118,24 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(234, "p->p_flag |= SFORKING"),
              _f(235, "mutex_exit(&p->p_lock)"),
              _f(237, "as_dup(p->p_as, &cp->p_as)"),
-             _m(274, "shmfork(p, cp)",
-                "no System V shared memory (so 6556673, which moves it out of "
-                "P_PR_LOCK, changes nothing here)"),
-             _m(282, "dtrace_fasttrap_fork(p, cp)", "no DTrace tracepoints in user processes"),
-             _m(290, "dtrace_helpers_fork(p, cp)", "no DTrace helpers"),
-             _f(295, "mutex_enter(&p->p_lock)"),
-             _f(296, "p->p_flag &= ~SFORKING"),
-             _f(297, "sprunlock(p)"),
+             _p(274, "shmfork(p, cp)", "6556673",
+                "2006: under P_PR_LOCK (fork._fork_hooks_under_prlock); fixed: after "
+                "sprunlock, SFORKING still set; the attachments are a count per proc "
+                "recounted under the stand-in shm_lock"),
+             _p(282, "dtrace_fasttrap_fork(p, cp)", "6556673",
+                "under P_PR_LOCK in both; fixed: first of the hooks, before sprunlock; "
+                "the tracepoints are a count the child's copy clears (no text to patch)"),
+             _p(290, "dtrace_helpers_fork(p, cp)", "6556673",
+                "2006: under P_PR_LOCK, waiting for dtrace_lock and mod_lock (the "
+                "deadlock); fixed: after sprunlock; helpers and providers are counts, "
+                "the DTrace locks stand-in mutexes"),
+             _p(295, "mutex_enter(&p->p_lock)", "6556673",
+                "2006: after the hooks; fixed: after the fasttrap fork"),
+             _p(296, "p->p_flag &= ~SFORKING", "6556673",
+                "2006: with sprunlock; fixed: after the helpers fork, under p_lock "
+                "taken again"),
+             _p(297, "sprunlock(p)", "6556673",
+                "2006: after every hook; fixed: right after the fasttrap fork"),
              _f(303, "rctl_set_create()"),
              _s(305, "rctl_set_dup_prealloc(p->p_rctls)",
                 "counts the values a copy needs; nothing is allocated"),

@@ -228,6 +228,10 @@ class proc_t(Slot):
         ("p_agent_done", c_i32),
         ("p_prowner", c_i32),  # kthread id holding P_PR_LOCK (p_lock), 0 none
         ("p_prfile", c_i32),  # has the /proc file open (prlock; inherited by fork)
+        # DTrace and shared memory (realfork.kernel.dtrace)
+        ("p_dtrace_helpers", c_i32),  # helper providers registered (dtrace_lock)
+        ("p_dtrace_count", c_i32),  # enabled USDT tracepoints (under the proc's P_PR_LOCK)
+        ("p_segacct", c_i32),  # shared memory attachments (shm_lock, then p_lock)
     ]
 
 
@@ -405,6 +409,8 @@ class kglobals_t(ctypes.Structure):
         ("nlwp_create", c_u64),
         ("holds", c_u64),
         ("vfork_waits", c_u64),
+        ("shm_nattch", c_i32),  # attachments to the shared memory segment (shm_lock)
+        ("dtrace_nprov", c_i32),  # USDT providers registered (dtrace_lock)
     ]
 
 
@@ -432,4 +438,8 @@ class ksyncmap_t(ctypes.Structure):
         ("pause_lock", c_i32),  # realfork.kernel.pause: the gate lwps park at
         ("pause_cv", c_i32),
         ("f_tlock", c_i32),  # the /proc file's f_tlock (prlock, fcnt_add)
+        ("dtrace_meta_lock", c_i32),  # realfork.kernel.dtrace: the DTrace stand-ins
+        ("mod_lock", c_i32),
+        ("dtrace_lock", c_i32),
+        ("shm_lock", c_i32),  # the shared memory segment's ipc lock
     ]

@@ -533,5 +533,26 @@ def sys_prrun(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
     return 0, n, 0
 
 
+# -- DTrace and shared memory (realfork.kernel.dtrace) -------------------------------------
+
+
+def sys_dtrace_helper(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    from .dtrace import dtrace_helper
+
+    return dtrace_helper(K, p)
+
+
+def sys_usdt_enable(K: Kernel, t: KThread, p: Proc, pid: int, on: int) -> Result:
+    from .dtrace import usdt_enable
+
+    return usdt_enable(K, pid, on)
+
+
+def sys_shmat(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    from .dtrace import shmat
+
+    return shmat(K, p)
+
+
 HANDLERS: dict[int, Callable[..., Result]] = {
     SYSNUM[name]: globals()[f"sys_{name}"] for name in SYSCALLS}

@@ -110,6 +110,10 @@ DECLARED: tuple[tuple[str, ...], ...] = (
     ("p_lock", "p_lock/1"),  # implied by relvm, vfwait: the child's p_lock before the parent's
     ("p_maplock", "a_lock"),  # implied by pr_do_mappage
     ("pidlock", "p_lock", "thread_lock"),  # implied by stop, setrun, lwp_continue, cfork
+    # dtrace_helper_provide (the meta lock first), dtrace_unregister (mod_lock, then
+    # dtrace_lock), fasttrap_pid_enable (sprlock under dtrace_lock)
+    ("dtrace_meta_lock", "mod_lock", "dtrace_lock", "pidlock", "p_lock"),
+    ("shm_lock", "p_lock"),  # implied by shmat (the ipc lock, then p_lock)
 )
 
 # Classes whose unannotated same-class nesting is reported as recursion.
