@@ -11,7 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import boot_checked, opening, proc_of, prstopped, run_clean, suspended
+from helpers import (
+    boot_checked,
+    lwp_in_syscall,
+    opening,
+    proc_of,
+    prstopped,
+    run_clean,
+    suspended,
+)
 
 import realfork.kernel.fork as kfork
 import realfork.kernel.lwp as klwp
@@ -108,7 +116,7 @@ PRSTOP_PRRUN = """
     mov r6, rv
 flags:
     sleep 1
-    load r0, 63
+    load r0, 62
     beq r0, 0, flags
     fork1
     beq rv, 0, child
@@ -120,13 +128,16 @@ flags:
 child:
     exit 0
 controller:
+    sleep 1
+    load r0, 63             ; init is past its first fork1 (set earlier, the
+    beq r0, 0, controller   ; flags would stop it on its way out of that one)
     getppid
     mov r4, rv
     prfork r4, 1
     prstopfork r4, 1
 stopped:
     sleep 1
-    load r0, 62
+    load r0, 61
     beq r0, 0, stopped
     prrun r4
     exit 0
@@ -337,7 +348,8 @@ def test_every_start_bit_is_given_under_p_lock_and_thread_lock(
         r = system.run(KILL_SUSPENDED, timeout=120)
         assert r.report is None, str(r.report)
     with boot_checked(lockdep="panic") as system, opening(
-            system.K, {63: _prflags_set, 62: _both_stopped}):
+            system.K, {63: lambda K: lwp_in_syscall(K, 1, 1, "sleep"), 62: _prflags_set,
+                       61: _both_stopped}):
         r = system.run(PRSTOP_PRRUN, timeout=120)
         assert r.report is None, str(r.report)
         assert system.dom.lockdep_reports() == []
