@@ -49,6 +49,7 @@ SITES: dict[str, tuple[int, ...]] = {
     "contract_process_fork": (EAGAIN,),
     "rctl_dup": (),  # no errno: the duplication loop retries once more
     "holdlwps": (EINTR,),
+    "newproc.lwp_create": (EAGAIN,),  # newproc's lwp 1 (zone_create's zsched)
 }
 """Site name to the errnos it can return; the first is the default."""
 

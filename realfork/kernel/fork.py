@@ -56,7 +56,10 @@ from .resources import (
     VN_HOLD,
     VN_RELE,
     contract_process_fork,
-    corectl_hold,
+    corectl_content_hold,
+    corectl_fork_hold,
+    corectl_path_hold,
+    corectl_ref,
     crfree,
     crgetruid,
     crgetzoneid,
@@ -309,10 +312,17 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         cs.p_lwpdaemon = s.p_lwpdaemon
         cs.p_zombcnt = s.p_zombcnt
         cs.p_flag |= s.p_flag & SLWPWRAP
-    # 13. Take the core-file references, under the parent's p_lock (6446530).
-    mutex_enter(p.p_lock)
-    corectl_hold(K, cp)
-    mutex_exit(p.p_lock)
+    # 13. The child shares the parent's core-file pattern and content: read
+    # the parent's pointers and hold the objects, under the parent's p_lock
+    # (6446530).  coreadm swaps the pointers under the same lock and then
+    # releases the old objects, the last release freeing them; read without
+    # the lock, a pointer can be to an object freed before its hold.
+    if not K.fixed("6446530"):
+        _2006_corectl_hold_unlocked(K, t, p, cp)
+    else:
+        mutex_enter(p.p_lock)
+        corectl_fork_hold(K, p, cp)
+        mutex_exit(p.p_lock)
     # 14. /proc's stop on exit from fork: every child lwp if the child
     # inherited it, every parent lwp if the parent asked (and not async).
     if cs.p_proc_flag & P_PR_STOPFORK:
@@ -764,14 +774,19 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
     if cp is None:
         return None
     cs = cp.s
-    # A kernel process: reaped by nobody, and no exec vnodes (the 6869037
-    # fix released them).  init: a new task in its parent's project, swapped
-    # in under pidlock and the child's p_lock.
+    # A kernel process: its children are reaped by nobody, and it has no
+    # exec vnodes; the holds getproc took on the parent's are given back
+    # (6869037: the 2006 code only cleared the pointers, and every kernel
+    # process made at run time leaked a hold on each).  init: a new task in
+    # its parent's project, swapped in under pidlock and the child's p_lock.
     if syscid:
         cs.p_flag |= SNOWAIT
-        VN_RELE(K, cs.p_exec)  # released properly (the 6869037 fix)
-        VN_RELE(K, cs.p_execdir)
-        cs.p_exec = cs.p_execdir = NIL
+        if not K.fixed("6869037"):
+            _2006_exec_vnodes_dropped(K, cp)
+        else:
+            VN_RELE(K, cs.p_exec)
+            VN_RELE(K, cs.p_execdir)
+            cs.p_exec = cs.p_execdir = NIL
     else:
         tk = task_create(K, K.tasks.slots[pp.s.p_task - 1].tk_proj, cs.p_zone)
         mutex_enter(K.pidlock)
@@ -783,20 +798,27 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         task_rele(K, old)
         task_rele(K, tk)  # task_attach took the member's hold
     # An rctl set, the kernel's address space, a two-entry directory and lwp
-    # 1; if any fails, undo getproc (disowning before pid_exit, the 7412 fix).
+    # 1.  If any fails, undo getproc: the child is on its parent's child and
+    # orphan lists (getproc step 7), so it is disowned before pid_exit frees
+    # its slot (7412: the 2006 code freed it still listed, and the parent's
+    # next walk of either list followed a freed or reused slot).
     cs.p_rctls = rctl_set_create(K)
     cs.p_as = K.g.kas
     d = dir_alloc(K, 2)
     ct = None
     if d:
         dir_install(K, cp, d, 2)
-        ct = lwp_create(K, cp, 1, syscid=syscid, name=name)
+        if not K.faults.should_fail("newproc.lwp_create"):
+            ct = lwp_create(K, cp, 1, syscid=syscid, name=name)
     if ct is None:
         fork_fail(K, cp)
         rctl_set_free(K, cs.p_rctls)
         if d:
             dir_free(K, d)
-        _free_failed_child(K, pp, cp)  # the 7412 fix: disown before pid_exit
+        if not K.fixed("7412"):
+            _2006_newproc_free_listed(K, pp, cp)
+        else:
+            _free_failed_child(K, pp, cp)  # disown before pid_exit
         return None
     if not syscid:
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)
@@ -1128,3 +1150,68 @@ def _bug_vfwait_no_recheck(K: Kernel, pp: Proc, waker: int,
     user mode on the address space its child still borrows."""
     cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
     mutex_exit(pp.p_lock)
+
+
+# ---- The 2006 kernel (realfork.kernel.profiles): the seed's own mistakes ----
+#
+# Each function below is the seed's code (fork.c of June 2006) for a step that
+# a later illumos fix changed, entered from the fixed code by a single
+# ``if not K.fixed(id): ...`` line when the kernel boots with kernel="2006".
+# Like the seeded bugs above they carry @_seeded_in(host), so that a finding
+# names the function the seed had the code in.
+
+
+def _preemption_point(K: Kernel, t: KThread) -> None:
+    """Takes no locks.  Where the dispatcher may take the CPU from a thread
+    in the kernel: a noise point when noise is on, and a yield always.  Opens
+    the window between a read and the use of what was read, which on real
+    hardware is a few instructions wide."""
+    from ..sync import noise
+
+    if noise.ON:
+        noise.point(K.dom, t)
+    time.sleep(0)
+
+
+@_seeded_in("cfork")
+def _2006_corectl_hold_unlocked(K: Kernel, t: KThread, p: Proc, cp: Proc) -> None:
+    """Called with no locks held: that is the mistake (illumos 6446530).
+    fork.c:418-419: ``corectl_path_hold(cp->p_corefile = p->p_corefile)``
+    and the same for the content, without the parent's p_lock.  Between the
+    read of the parent's pointer and the hold, a coreadm of the parent can
+    swap in a new object and release the old one, freeing it: the hold is
+    then on a freed (or reused) object, a stale reference (a panic)."""
+    s, cs = p.s, cp.s
+    path = corectl_ref(K, s.p_corefile)  # the read
+    _preemption_point(K, t)
+    cs.p_corefile = corectl_path_hold(K, path)  # the hold
+    content = corectl_ref(K, s.p_content)
+    _preemption_point(K, t)
+    cs.p_content = corectl_content_hold(K, content)
+
+
+@_seeded_in("newproc")
+def _2006_exec_vnodes_dropped(K: Kernel, cp: Proc) -> None:
+    """Called with no locks held: the child is invisible (SIDL).
+    fork.c:744-746 (illumos 6869037): a kernel process's p_exec and
+    p_execdir are set NULL without VN_RELE, so the holds getproc took on the
+    parent's exec vnodes are never released (v_count leaks, invariant G32)."""
+    cp.s.p_exec = cp.s.p_execdir = NIL
+
+
+@_seeded_in("newproc")
+def _2006_newproc_free_listed(K: Kernel, pp: Proc, cp: Proc) -> None:
+    """Called with no locks held; takes pidlock, then cp->p_lock.
+    fork.c:812-824 (illumos 7412): after lwp_create fails, task_detach and
+    the pool reference under both locks, then pid_exit, but no disown: the
+    freed child stays on its parent's child and orphan lists, and the next
+    walk of either (the parent's fork, wait or exit) follows a freed or
+    reused slot (the stale-reference check on family pointers panics)."""
+    mutex_enter(K.pidlock)
+    mutex_enter(cp.p_lock)
+    tk = task_detach(K, cp)
+    pool_ref_add(K, cp.s.p_pool, -1)
+    mutex_exit(cp.p_lock)
+    pid_exit(K, cp)
+    mutex_exit(K.pidlock)
+    task_rele(K, tk)

@@ -489,5 +489,7 @@ def sys_prrun(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
     return 0, n, 0
 
 
+from .zone import sys_coreadm, sys_zone_create  # noqa: E402, F401  (HANDLERS finds them)
+
 HANDLERS: dict[int, Callable[..., Result]] = {
     SYSNUM[name]: globals()[f"sys_{name}"] for name in SYSCALLS}

@@ -100,6 +100,9 @@ INSTRUCTIONS: dict[str, tuple[OperandKind, ...]] = {
     "prfork": (V, V),  # prfork PID, ON: inherit-on-fork tracing
     "prstopfork": (V, V),  # prstopfork PID, ON: stop on exit from fork calls
     "prrun": (V,),  # prrun PID: set the /proc-stopped lwps running
+    # core files and zones
+    "coreadm": (V, V),  # coreadm PID, N: core-file pattern and content N for PID (0: self)
+    "zone_create": (),  # rv = the pid of a new zsched, a kernel process and our child
 }
 
 MIN_OPERANDS: dict[str, int] = {"wait": 0}
