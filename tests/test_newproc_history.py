@@ -19,7 +19,7 @@ import pytest
 from helpers import boot_checked
 
 import realfork
-from realfork.kernel.errno_defs import EAGAIN, EINVAL, EPERM, ESRCH
+from realfork.kernel.errno_defs import EINVAL, EPERM, ESRCH
 from realfork.stress.config import DEFAULT_STRESSORS, StressConfig
 from realfork.stress.findings import Finding
 from realfork.stress.runner import run_stress

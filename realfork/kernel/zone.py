@@ -45,7 +45,15 @@ from .resources import (
     corectl_path_rele,
     crgetruid,
 )
-from .structs import CLD_EXITED, CORECTL_CONTENT, CORECTL_PATH, SIDL, SSYS, SZOMB
+from .structs import (
+    CLD_EXITED,
+    CORECTL_CONTENT,
+    CORECTL_PATH,
+    LWP_STOPPED,
+    SIDL,
+    SSYS,
+    SZOMB,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -133,10 +141,22 @@ def _zsched_prepare(K: Kernel, cp: Proc, ct: KThread) -> None:
 
 def zsched_main(K: Kernel, t: KThread) -> None:
     """Called with no locks held; never returns.  zsched's life, shortened:
-    a tick's sleep (the zone booted and halted), then exit."""
-    from .clock import delay
+    a tick's sleep (the zone booted and halted), then exit.
+
+    Its OS thread starts before newproc has set the lwp running
+    (lwp_create_done), so it first waits for that, as every user lwp does:
+    run on at once, it could exit before newproc's lwp_create_done, which
+    would then count a running lwp in a zombie (p_lwprcnt, H33)."""
+    from ..sync.condvar import cv_wait
+    from .clock import delay, lwp_cpu_start
     from .exit import exit_proc
 
-    p = K.proc(K.lwps[t.slot].t_procp)
+    lw = K.lwps[t.slot]
+    lwp_cpu_start(lw)
+    p = K.proc(lw.t_procp)
+    mutex_enter(p.p_lock)
+    while lw.t_kstate == LWP_STOPPED:
+        cv_wait(K.t_cv(t), p.p_lock, patient=True)
+    mutex_exit(p.p_lock)
     delay(K, 1)
     exit_proc(K, t, p, CLD_EXITED, 0)
