@@ -770,8 +770,9 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
     from .resources import task_create
 
     pp = curproc_of(K, t)
-    cp, _site = getproc(K, t, pp, kernel=syscid, fixed_pid=fixed_pid)
+    cp, site = getproc(K, t, pp, kernel=syscid, fixed_pid=fixed_pid)
     if cp is None:
+        _forkerr(K, pp, K.lwps[t.slot].t_tid, EAGAIN, site)
         return None
     cs = cp.s
     # A kernel process: its children are reaped by nobody, and it has no
@@ -819,6 +820,7 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
             _2006_newproc_free_listed(K, pp, cp)
         else:
             _free_failed_child(K, pp, cp)  # disown before pid_exit
+        _forkerr(K, pp, K.lwps[t.slot].t_tid, EAGAIN, "newproc.lwp_create")
         return None
     if not syscid:
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)
