@@ -40,7 +40,7 @@ DISOWN_SIG = (r"panic: stale reference: p_(child|orphan|sibling|nextorph) on pid
 # can happen (no coreadm where the race is not wanted, no failure where the
 # leak is looked for).
 CAMPAIGNS: dict[str, tuple[dict[str, int], str, str]] = {
-    "6446530": ({"coreadms": 8, "fail_percent": 0}, "panic", CORECTL_SIG),
+    "6446530": ({"coreadms": 8, "zscheds": 0, "fail_percent": 0}, "panic", CORECTL_SIG),
     "6869037": ({"coreadms": 0, "fail_percent": 0}, "invariant", VNODE_SIG),
     "7412": ({"coreadms": 0, "fail_percent": 50}, "panic", DISOWN_SIG),
 }

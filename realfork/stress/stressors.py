@@ -323,12 +323,15 @@ def _zone(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     # A victim forks and reaps without end while we change its core-file
     # pattern (coreadm PID, N: each call frees the victim's previous pattern
     # and content); between rounds we create a zsched (zone_create, newproc
-    # from a user thread) and reap it.  When zone_create fails (the stress
-    # config arms the newproc.lwp_create fault site, fail_percent) we fork
-    # and reap a child at once: that walks our child and orphan lists.
+    # from a user thread) and reap it, unless zscheds is 0.  When
+    # zone_create fails (the stress config arms the newproc.lwp_create fault
+    # site, fail_percent) we fork and reap a child at once: that walks our
+    # child and orphan lists.
     out = [f"{P}main:", *_spawn_victims(P, 1, f"{P}victim"), "    mov r2, 1", f"{P}loop:"]
     for _ in range(max(o["coreadms"], 0)):
         out += ["    coreadm r1, r2", "    add r2, 1"]
+    if not o["zscheds"]:
+        out += [*(["    sleep 1"] if not o["coreadms"] else []), f"    jmp {P}loop"]
     out += [
         "    zone_create",
         f"    blt rv, 0, {P}zfail",
@@ -411,7 +414,8 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     # boot faults name that site themselves)
     _stressor("zone", "coreadm on a forking victim; zone_create (newproc from a user "
               "thread), failing at times, and the wait for zsched",
-              {"coreadms": (8, 0, 256), "fail_percent": (20, 0, 100)}, _zone,
+              {"coreadms": (8, 0, 256), "zscheds": (1, 0, 1), "fail_percent": (20, 0, 100)},
+              _zone,
               "syscall:::return", (_SYS["coreadm"], _SYS["zone_create"])),
 )}
 
