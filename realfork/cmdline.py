@@ -173,6 +173,7 @@ def add_boot_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | N
     from types import SimpleNamespace
 
     from .kernel.params import RESERVED_PROCS, KernelParams
+    from .kernel.profiles import PROFILES
     from .sync.noise import NoiseConfig
 
     d = SimpleNamespace(**{**KernelParams().to_dict(), **(defaults or {})})
@@ -189,7 +190,8 @@ def add_boot_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | N
                    help=f"lwps of all processes together (default {d.maxlwps:,}; "
                         f"{bounds('maxlwps')})")
     p.add_argument("--maxpid", type=limit("maxpid"), default=None, metavar="N",
-                   help=f"largest pid (default {d.maxpid:,}; {bounds('maxpid')}; at least "
+                   help=f"pids wrap on reaching N, the largest is N-1 (default {d.maxpid:,}; "
+                        f"{bounds('maxpid')}; at least "
                         "--nproc)")
     p.add_argument("--maxup", type=limit("maxup"), default=None, metavar="N",
                    help=f"processes per user (default --nproc minus {RESERVED_PROCS}, the "
@@ -207,6 +209,9 @@ def add_boot_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | N
     p.add_argument("--faults", action="append", default=[], metavar="SPEC",
                    help="fault point, e.g. as_dup:nth=1:errno=ENOMEM (repeatable; default "
                         "none)")
+    p.add_argument("--kernel", choices=tuple(PROFILES), default=None,
+                   help=f"the kernel profile: 2006 is the seed as written, fixed adds the "
+                        f"later illumos fixes (default {d.kernel}; docs/profiles.md)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
                    help="switch on a catalogued kernel bug (repeatable; default none; "
                         "realfork bugs lists them)")
@@ -234,7 +239,7 @@ def boot_params(args: argparse.Namespace) -> dict:
     params: dict = {"backend": args.backend, "seed": args.seed,
                     "faults": parse_fault_specs(args.faults), "bugs": list(args.bug)}
     for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout", "lockdep",
-              "probe_capacity"):
+              "probe_capacity", "kernel"):
         v = getattr(args, k)
         if v is not None:
             params[k] = v
@@ -258,6 +263,8 @@ def boot_options(p: KernelParams) -> str:
 
     d = Defaults()
     opts = [f"--backend {p.backend}", f"--seed {p.seed}"]
+    if p.kernel != d.kernel:
+        opts.append(f"--kernel {p.kernel}")
     for k in ("nproc", "maxlwps", "maxpid", "maxup", "ncpus", "deadlock_timeout", "lockdep"):
         v = getattr(p, k)
         if v != getattr(d, k):

@@ -4,8 +4,9 @@
   invariant checker and shut down with a leak check at teardown;
 * the ``realfork`` marker sets boot parameters per test:
   ``@pytest.mark.realfork(backend="processes", seed=7, nproc=64, faults={...})``;
-* options ``--realfork-backend`` and ``--realfork-seed`` run a whole suite on
-  one backend or seed; ``--realfork-deadlock-timeout`` sets the kernel deadline;
+* options ``--realfork-backend``, ``--realfork-seed`` and ``--realfork-kernel``
+  run a whole suite on one backend, seed or kernel profile (``2006`` or
+  ``fixed``); ``--realfork-deadlock-timeout`` sets the kernel deadline;
 * on failure, a ``realfork`` report section says how to reproduce: backend,
   seed, and the last program the kernel ran, saved as msgpack in a directory
   only the tester can write (``realfork-repro`` under pytest's own base
@@ -54,6 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="boot every realfork kernel on this backend")
     group.addoption("--realfork-seed", type=int, default=None,
                     help="boot every realfork kernel with this seed")
+    group.addoption("--realfork-kernel", choices=("2006", "fixed"), default=None,
+                    help="boot every realfork kernel with this profile (default fixed)")
     group.addoption("--realfork-deadlock-timeout", type=float, default=None,
                     help="the kernels' deadlock deadline, seconds")
 
@@ -61,7 +64,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "realfork(**params): boot parameters for the test's realfork kernel "
-        "(backend, nproc, maxlwps, maxpid, maxup, ncpus, deadlock_timeout, seed, faults)")
+        "(backend, kernel, nproc, maxlwps, maxpid, maxup, ncpus, deadlock_timeout, seed, faults, "
+        "bugs, ...)")
 
 
 def boot_params(item: pytest.Item) -> dict[str, Any]:
@@ -72,6 +76,8 @@ def boot_params(item: pytest.Item) -> dict[str, Any]:
         params["backend"] = cfg.getoption("--realfork-backend")
     if cfg.getoption("--realfork-seed") is not None:
         params["seed"] = cfg.getoption("--realfork-seed")
+    if cfg.getoption("--realfork-kernel"):
+        params["kernel"] = cfg.getoption("--realfork-kernel")
     if cfg.getoption("--realfork-deadlock-timeout") is not None:
         params["deadlock_timeout"] = cfg.getoption("--realfork-deadlock-timeout")
     for mark in reversed(list(item.iter_markers("realfork"))):

@@ -30,7 +30,7 @@ def _campaign(name: str, seed: int, bug: str | None = None,
 
 
 def test_catalogue_is_complete_and_well_formed() -> None:
-    assert len(CATALOGUE) >= 10
+    assert len(CATALOGUE) >= 9
     assert KNOWN_BUGS == NAMES == tuple(b.name for b in CATALOGUE)
     for b in CATALOGUE:
         assert b.kind in KINDS, b.name
@@ -41,8 +41,9 @@ def test_catalogue_is_complete_and_well_formed() -> None:
         assert cfg.kernel_params()["bugs"] == [b.name]
         assert cfg.timeout <= 20
     illumos = {b.origin for b in CATALOGUE if b.origin.startswith("illumos")}
-    assert {"illumos 6339942", "illumos 6361360", "illumos 6533743", "illumos 6439016",
-            "illumos 7412"} <= illumos
+    # the 2006 file's own mistakes are the 2006 kernel profile (tests/test_profiles.py);
+    # the catalogue keeps the ones the seed had already fixed
+    assert {"illumos 6339942", "illumos 6361360"} <= illumos
 
 
 def test_matches_checks_kind_and_whole_signature() -> None:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realfork.errors import BadInput
-from realfork.kernel.errno_defs import EAGAIN, EINTR, ENOMEM
+from realfork.kernel.errno_defs import EAGAIN, EFAULT, EINTR, EINVAL, EIO, ENOMEM, ENXIO
 from realfork.kernel.faults import (
     FAIL_RETRY,
     FAULT_PROBE,
@@ -66,7 +66,7 @@ def test_sites_and_names() -> None:
         "getproc.memory", "getproc.zone", "pid_assign", "getproc.maxup", "as_dup",
         "forklwp", "contract_process_fork", "rctl_dup", "holdlwps",
         "newproc.lwp_create")
-    assert SITES["as_dup"] == (ENOMEM, EAGAIN)
+    assert SITES["as_dup"] == (ENOMEM, EAGAIN, EFAULT, EINVAL, EIO, ENXIO)
     assert SITES["holdlwps"] == (EINTR,)
     assert SITES["rctl_dup"] == ()
     assert FAULT_PROBE == "fault:::inject"
@@ -311,7 +311,8 @@ def test_spec_round_trip_property(site: str, knobs: dict[str, Any]) -> None:
     assert set(got) == set(knobs)
     for k, v in knobs.items():
         if k == "errno":
-            assert got[k] == {EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EINTR: "EINTR"}[v]
+            assert got[k] == {EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EINTR: "EINTR",
+                              ENXIO: "ENXIO"}[v]
         else:
             assert got[k] == v
 

@@ -18,14 +18,14 @@ def _doc(budget: float, runs: list[dict], clean: list[dict]) -> dict:
     return {"settings": {"seeds": len(runs), "budget": budget, "backends": "threads",
                          "noise": "off", "clean_seeds": len(clean)},
             "machine": {"cpus": 2, "python": "3.11"}, "wall_s": 60.0,
-            "rows": [{"bug": "zone_set_late", "backend": "threads", "noise": "off",
+            "rows": [{"bug": "relvm_parent_first", "backend": "threads", "noise": "off",
                       "timing": False, "runs": runs, "clean": clean}]}
 
 
 def _run(elapsed: float | None, clean: bool = False, sig: str = "x") -> dict:
     fs = [] if elapsed is None else [{"kind": "panic", "signature": sig,
                                       "elapsed": elapsed, "expected": not clean}]
-    return {"bug": "zone_set_late", "seed": 0, "backend": "threads", "noise": "off",
+    return {"bug": "relvm_parent_first", "seed": 0, "backend": "threads", "noise": "off",
             "clean": clean, "wall": 1.0, "findings": fs, "detected": not clean,
             "elapsed": elapsed}
 
@@ -41,8 +41,8 @@ def test_a_detection_and_a_clean_run_are_printed_as_one_table(tmp_path: Path) ->
     clean.write_text(json.dumps(_doc(60, [], [_run(None, clean=True)])))
     r = _hunt("--from-json", str(detect), str(clean))
     assert r.returncode == 0, r.stderr
-    row = next(line for line in r.stdout.splitlines() if line.startswith("zone_set_late"))
-    assert row.split() == ["zone_set_late", "threads", "off", "3/3", "1.50", "2.50", "yes",
+    row = next(line for line in r.stdout.splitlines() if line.startswith("relvm_parent_first"))
+    assert row.split() == ["relvm_parent_first", "threads", "off", "3/3", "1.50", "2.50", "yes",
                            "none", "(1x60s)"]
     assert "3 seeds" in r.stdout and "clean 1 run(s)" in r.stdout
 

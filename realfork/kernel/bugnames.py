@@ -14,9 +14,6 @@ __all__ = ["NAMES"]
 NAMES: tuple[str, ...] = (
     "vfork_keeps_holdlwp",
     "holdlwp_cleared_unlocked",
-    "fork_fail_under_prlock",
-    "zone_set_late",
-    "failed_child_not_disowned",
     "relvm_parent_first",
     "relvm_lost_wakeup",
     "vfwait_no_recheck",

@@ -114,16 +114,26 @@ def user_as_check(K: Kernel, t: KThread) -> None:
 
 
 def forklwp_source_check(K: Kernel, src: KThread) -> None:
-    """forklwp's first assertion (docs/kernel.md, "forklwp"): the source is the caller, or held
-    (SUSPENDED at a hold point, not asleep).  The /proc agent is left out: the
-    model lets it be created in a process that is not stopped."""
+    """Called with no locks held (reads fields only).  forklwp's first
+    assertion (docs/kernel.md, "forklwp"), ``ASSERT(t == curthread ||
+    (SUSPENDED(t) && lwp->lwp_asleep == 0))``: the source is the caller, or
+    held (SUSPENDED at a hold point) and not stopped in place inside a sleep
+    (``lwp_asleep``), whose half-done system call a clone could not resume.
+    The /proc agent is left out of the first half: the model lets it be
+    created in a process that is not stopped."""
     from .sig import SUSPENDED
 
     t = getattr(_cpu, "t", None)
-    if t is None or src.id == t.id or SUSPENDED(K, src):
+    if t is None or src.id == t.id:
         return
     lw = K.lwps[src.slot]
     s = K.procs.slots[lw.t_procp - 1]
+    if SUSPENDED(K, src):
+        if lw.lwp_asleep:
+            fail(K, f"forklwp copies pid {s.p_pid} lwp {lw.t_tid}, which is held asleep "
+                    f"(lwp_asleep {lw.lwp_asleep}: stopped inside a sleep, not at a clonable "
+                    f"point)")
+        return
     if s.p_agenttp == src.id:
         return
     fail(K, f"forklwp copies pid {s.p_pid} lwp {lw.t_tid}, which is not held "

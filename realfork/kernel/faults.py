@@ -37,17 +37,46 @@ from typing import Any
 from ..errors import BadInput
 from ..shm.segment import Layout, Segment
 from ..shm.turnstile import ChainLocks
-from .errno_defs import EAGAIN, EINTR, ENOMEM, ERRNO, ERRNO_NAMES
+from .errno_defs import (
+    EAGAIN,
+    EFAULT,
+    EINTR,
+    EINVAL,
+    EIO,
+    ENOMEM,
+    ENXIO,
+    ERRNO,
+    ERRNO_NAMES,
+)
+
+AS_DUP_ERRNOS: tuple[int, ...] = (ENOMEM, EAGAIN, EFAULT, EINVAL, EIO, ENXIO)
+"""What ``as_dup`` may fail with: ENOMEM first (the allocation failure, the
+default), then errors a segment driver's dup routine can pass up (a bad
+range or segment, an I/O error, a device mapping that cannot be copied).  cfork
+keeps ENOMEM and maps every other one to EAGAIN (fork.c:266-270)."""
+
+RCTL_DUP_MAX_RETRIES = 4
+"""The most rounds the ``rctl_dup`` site can add to one duplication loop.
+
+The site stands for the parent's rctl set growing between the count of what
+a duplicate needs and the retaken ``rcs_lock``; cfork's loop then counts and
+allocates again.  In illumos that loop cannot go round forever: each round
+needs someone to add to the set meanwhile, and it only grows so far.  So a
+site that keeps failing (``probability=100``) makes one fork's loop retry
+this many times and then finds the set unchanged: the fork succeeds.  Calls
+past the bound are not made, so not counted."""
 
 SITES: dict[str, tuple[int, ...]] = {
     "getproc.memory": (EAGAIN,),
     "getproc.zone": (EAGAIN,),
     "pid_assign": (EAGAIN,),
     "getproc.maxup": (EAGAIN,),
-    "as_dup": (ENOMEM, EAGAIN),  # ENOMEM preserved, any other error gives EAGAIN
+    "as_dup": AS_DUP_ERRNOS,  # ENOMEM preserved, any other error gives EAGAIN
     "forklwp": (EAGAIN,),
     "contract_process_fork": (EAGAIN,),
-    "rctl_dup": (),  # no errno: the duplication loop retries once more
+    # no errno: the set grew meanwhile, the duplication loop goes round once
+    # more, at most RCTL_DUP_MAX_RETRIES times per fork
+    "rctl_dup": (),
     "holdlwps": (EINTR,),
     "newproc.lwp_create": (EAGAIN,),  # newproc's lwp 1 (zone_create's zsched)
 }
@@ -445,10 +474,12 @@ class FaultPoints:
 
 
 __all__ = [
+    "AS_DUP_ERRNOS",
     "FAIL_RETRY",
     "FAULT_CHAIN",
     "FAULT_PROBE",
     "NSITES",
+    "RCTL_DUP_MAX_RETRIES",
     "SITES",
     "SITE_INDEX",
     "SITE_NAMES",

@@ -39,6 +39,7 @@ from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
 from .detect import assert_held, forklwp_source_check, proc_link
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
+from .faults import RCTL_DUP_MAX_RETRIES
 from .lwp import continuelwps, holdlwps, lwp_create, lwp_create_done, start_lwp
 from .lwpdir import dir_alloc, dir_entries, dir_free, dir_install, lwp_hash_in
 from .pid import (
@@ -144,11 +145,13 @@ def vfork(K: Kernel, t: KThread) -> Result:
     return cfork(K, t, isvfork=True, isfork1=True)
 
 
-# Which lwp calls vfwait: the 2006 code asked "is this the vfork system call
-# returning (pid, 0)?", which a forkall clone of an lwp on its way out of vfork
-# also answers yes to.  As illumos has since 6533431, the vforking thread is
-# marked T_VFPARENT in cfork and the mark is cleared after vfwait; clones do
-# not inherit it.
+# Which lwp calls vfwait: the 2006 code asks post_syscall "is this the vfork
+# system call returning (pid, 0) without error?" (syscall.vfwait_due).  Once
+# illumos gave fork new entry points (forksys), a process-wide mark let the
+# wrong lwp take that path; since 6533431 the vforking thread is marked
+# T_VFPARENT in cfork (step 18) and the mark is cleared after vfwait; clones do
+# not inherit it.  The fixed kernel asks for the mark as well, the 2006 kernel
+# only for the return values.
 
 
 def _forkerr(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> Result:
@@ -159,7 +162,7 @@ def _forkerr(K: Kernel, p: Proc, lwpid: int, err: int, site: str) -> Result:
 
     K.count("fork_fail")
     K.fire("proc:::fork-fail", p.s.p_pid, lwpid, err, SITE_INDEX.get(site, -1))
-    return err, 0, 0
+    return err, 0, 0  # fork.c:615
 
 
 def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
@@ -169,10 +172,10 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     s = p.s
     lw = K.lwps[t.slot]
     # 1. The /proc agent lwp may not fork.
-    if s.p_agenttp == t.id:
+    if s.p_agenttp == t.id:  # fork.c:144
         return ENOTSUP, 0, 0
     # 2. Forking needs PRIV_PROC_FORK.
-    if not secpolicy_basic_fork(K, s.p_cred):
+    if not secpolicy_basic_fork(K, s.p_cred):  # fork.c:149
         return EPERM, 0, 0
     # 3. Hold every other lwp of the process where it can be copied.
     #
@@ -188,10 +191,10 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     # holdlwps fails when another lwp is already running forkall or exiting
     # the process; the AST makes the caller's way out honour that.
     if K.faults.should_fail("holdlwps") or \
-            not holdlwps(K, t, p, SHOLDFORK1 if isfork1 else SHOLDFORK):
-        aston(t)
+            not holdlwps(K, t, p, SHOLDFORK1 if isfork1 else SHOLDFORK):  # fork.c:161
+        aston(t)  # fork.c:162
         return _forkerr(K, p, lw.t_tid, EINTR, "holdlwps")
-    # 4. (SPARC register windows: nothing to do.)
+    # 4. (SPARC register windows: nothing to do.) (fork.c:172)
     # 5. Under p_lock, vfork cancels any lwp_suspend of the caller; then the
     # fork enters the pool barrier, so that no pool rebind changes the
     # parent's resource bindings while the child inherits them.
@@ -206,33 +209,33 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     # another bit of the word.
     if isvfork and K.bug("holdlwp_cleared_unlocked"):
         _bug_holdlwp_cleared_unlocked(K, p, lw)
-    mutex_enter(p.p_lock)
+    mutex_enter(p.p_lock)  # fork.c:175
     if isvfork:
-        _clear_holdlwp(K, p, lw)
-    pool_barrier_enter(K, p)
-    mutex_exit(p.p_lock)
+        _clear_holdlwp(K, p, lw)  # fork.c:183
+    pool_barrier_enter(K, p)  # fork.c:187
+    mutex_exit(p.p_lock)  # fork.c:188
     # 6. getproc makes the child, in SIDL: on the parent's lists but not yet
     # runnable or found by most lookups.  If it fails, undo steps 3 and 5.
-    cp, site = getproc(K, t, p, kernel=False)
+    cp, site = getproc(K, t, p, kernel=False)  # fork.c:193
     if cp is None:
         if K.bug("getproc_fail_skips_continuelwps"):
             return _bug_getproc_fail_skips_continuelwps(K, p, lw, site)
-        _release_parent(K, p)
-        return _forkerr(K, p, lw.t_tid, EAGAIN, site)
+        _release_parent(K, p)  # fork.c:194 fork.c:195 fork.c:196
+        return _forkerr(K, p, lw.t_tid, EAGAIN, site)  # fork.c:198
     cs = cp.s
     # 7. The address space: vfork lends the parent's, fork1 and forkall copy it.
     if isvfork:
         # The watched pages are stashed in the parent (vfwait re-applies
         # them) so that the child's stores do not trip the parent's watchpoints.
         a = K.ases.slots[s.p_as - 1]
-        if a.a_wpage:
+        if a.a_wpage:  # fork.c:213
             lk = K.a_lock(s.p_as)
             rw_enter(lk, RW_WRITER)
             s.p_wpage, a.a_wpage = a.a_wpage, 0
             rw_exit(lk)
-        cs.p_as = s.p_as
+        cs.p_as = s.p_as  # fork.c:222
         a.a_nprocs += 1
-        cs.p_flag |= SVFORK
+        cs.p_flag |= SVFORK  # fork.c:223
     else:
         from .vm import as_dup
 
@@ -240,75 +243,80 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         # parent's address space (breakpoints, watchpoints) half-way through
         # it; SFORKING tells /proc why it is kept out.  as_dup runs with no
         # mutex held: it sleeps for the address space's a_lock.
-        mutex_enter(p.p_lock)
-        sprlock_proc(K, p)
-        s.p_flag |= SFORKING
-        mutex_exit(p.p_lock)
-        err, new_as = as_dup(K, s.p_as)
+        mutex_enter(p.p_lock)  # fork.c:232
+        sprlock_proc(K, p)  # fork.c:233
+        s.p_flag |= SFORKING  # fork.c:234
+        mutex_exit(p.p_lock)  # fork.c:235
+        err, new_as = as_dup(K, s.p_as)  # fork.c:237
         if err:
             return _as_dup_failed(K, t, p, cp, err)
         cs.p_as = new_as
-        mutex_enter(p.p_lock)
-        s.p_flag &= ~SFORKING
-        sprunlock(K, p)  # drops p_lock
+        mutex_enter(p.p_lock)  # fork.c:295
+        s.p_flag &= ~SFORKING  # fork.c:296
+        sprunlock(K, p)  # drops p_lock (fork.c:297)
     # 8. Duplicate the resource controls.  The copy's entries are allocated
     # outside rcs_lock (an allocation may sleep), so the loop re-checks under
     # the lock that the set has not grown meanwhile, and duplicates while
-    # still holding it.
-    dup = rctl_set_create(K)
+    # still holding it.  The rctl_dup fault site plays the set growing; it
+    # can add at most RCTL_DUP_MAX_RETRIES rounds, as a real set only grows
+    # so far, so a site that always fails cannot spin the fork forever.
+    dup = rctl_set_create(K)  # fork.c:303
     if not dup:
         return _forklwperr(K, t, p, cp, isvfork, "rctl_dup")
+    grew = 0
     while True:
-        need = rctl_set_dup_prealloc(K, s.p_rctls)
+        need = rctl_set_dup_prealloc(K, s.p_rctls)  # fork.c:305
         lk = K.rcs_lock(s.p_rctls)
-        mutex_enter(lk)
-        if rctl_set_dup_ready(K, s.p_rctls, need) and not K.faults.should_fail("rctl_dup"):
-            break  # still holding rcs_lock
+        mutex_enter(lk)  # fork.c:306
+        if rctl_set_dup_ready(K, s.p_rctls, need):  # fork.c:307
+            if grew >= RCTL_DUP_MAX_RETRIES or not K.faults.should_fail("rctl_dup"):
+                break  # still holding rcs_lock
+            grew += 1
         mutex_exit(lk)
-    cs.p_rctls = rctl_set_dup(K, s.p_rctls, dup)
-    mutex_exit(lk)
+    cs.p_rctls = rctl_set_dup(K, s.p_rctls, dup)  # fork.c:314
+    mutex_exit(lk)  # fork.c:316
     # 9. The child's lwp directory: 2 entries for fork1/vfork, the parent's
     # size for forkall.
-    dirsz = 2 if isfork1 else s.p_lwpdir_sz
-    d = dir_alloc(K, dirsz)
+    dirsz = 2 if isfork1 else s.p_lwpdir_sz  # fork.c:323
+    d = dir_alloc(K, dirsz)  # fork.c:327
     if not d:
         return _forklwperr(K, t, p, cp, isvfork, "forklwp")
-    dir_install(K, cp, d, dirsz)
+    dir_install(K, cp, d, dirsz)  # fork.c:331
     # 10. Clone the lwps, with no lock: the parent's other lwps are held
     # (step 3) and the child is invisible.
     clone: KThread | None = None
     if isfork1:
-        clone = forklwp(K, t, cp, lw.t_tid, forkall=False)
+        clone = forklwp(K, t, cp, lw.t_tid, forkall=False)  # fork.c:342
         if clone is None:
             return _forklwperr(K, t, p, cp, isvfork, "forklwp")
     else:
-        assert s.p_lwpwait == 0  # lwp_wait callers were forced out with EINTR
-        for _i, lwpid, tid, start in dir_entries(K, p):
+        assert s.p_lwpwait == 0  # lwp_wait callers were forced out with EINTR (fork.c:353)
+        for _i, lwpid, tid, start in dir_entries(K, p):  # fork.c:355
             if tid:
                 src = K.thread(tid)
-                ct = forklwp(K, src, cp, lwpid, forkall=True)
+                ct = forklwp(K, src, cp, lwpid, forkall=True)  # fork.c:363
                 if ct is None:
                     return _forklwperr(K, t, p, cp, isvfork, "forklwp")
-                if tid == t.id:
+                if tid == t.id:  # fork.c:378
                     clone = ct  # the clone that returns from fork
                 else:
                     K.lwps[ct.slot].t_flag |= T_FORKALL
             else:  # a zombie lwp keeps its id and start time in the child
-                lwp_hash_in(K, cp, lwpid, 0, start)
+                lwp_hash_in(K, cp, lwpid, 0, start)  # fork.c:386
     assert clone is not None
     # 11. Join the parent's process contract: refused if the parent was
     # SIGKILLed, so that no child escapes a contract kill.  The last point at
     # which fork can fail.
     if K.faults.should_fail("contract_process_fork") or \
-            not contract_process_fork(K, NIL, cp, p, True):
+            not contract_process_fork(K, NIL, cp, p, True):  # fork.c:400
         return _forklwperr(K, t, p, cp, isvfork, "contract_process_fork")
     # The child's lwps get their OS threads now; they wait, stopped, for step 17.
     for ct in cp.threads():
         start_lwp(K, ct)
     # 12. The child's lwpid allocator goes on where the parent's is; forkall
     # also copies the daemon and zombie counts and whether the ids wrapped.
-    cs.p_lwpid = s.p_lwpid
-    if not isfork1:
+    cs.p_lwpid = s.p_lwpid  # fork.c:407
+    if not isfork1:  # fork.c:408
         cs.p_lwpdaemon = s.p_lwpdaemon
         cs.p_zombcnt = s.p_zombcnt
         cs.p_flag |= s.p_flag & SLWPWRAP
@@ -321,15 +329,15 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         _2006_corectl_hold_unlocked(K, t, p, cp)
     else:
         mutex_enter(p.p_lock)
-        corectl_fork_hold(K, p, cp)
+        corectl_fork_hold(K, p, cp)  # fork.c:418
         mutex_exit(p.p_lock)
     # 14. /proc's stop on exit from fork: every child lwp if the child
     # inherited it, every parent lwp if the parent asked (and not async).
-    if cs.p_proc_flag & P_PR_STOPFORK:
+    if cs.p_proc_flag & P_PR_STOPFORK:  # fork.c:435
         for ct in cp.threads():
             K.lwps[ct.slot].t_proc_flag |= TP_PRSTOP
             aston(ct)
-    if s.p_proc_flag & P_PR_STOPFORK and not s.p_proc_flag & P_PR_ASYNC:
+    if s.p_proc_flag & P_PR_STOPFORK and not s.p_proc_flag & P_PR_ASYNC:  # fork.c:451
         mutex_enter(p.p_lock)
         for pt in p.threads():
             K.lwps[pt.slot].t_proc_flag |= TP_PRSTOP
@@ -337,33 +345,33 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         mutex_exit(p.p_lock)
     # 15. The clone will return (parent pid, 1).
     clw = K.lwps[clone.slot]
-    clw.lwp_rval1, clw.lwp_rval2, clw.lwp_errno = s.p_pid, 1, 0
+    clw.lwp_rval1, clw.lwp_rval2, clw.lwp_errno = s.p_pid, 1, 0  # fork.c:463
     # 16. Leave the pool barrier: the child's pool, task and lwps are all set.
     mutex_enter(p.p_lock)
-    pool_barrier_exit(K, p)
+    pool_barrier_exit(K, p)  # fork.c:475
     mutex_exit(p.p_lock)
     # 17. Publish the child: into the parent's process group and SRUN, under
     # pidlock and then its p_lock.  Clones an lwp_suspend applies to run now
     # (they suspend on their way out); the others get TS_CREATE and wait for
     # continuelwps in step 18.
-    mutex_enter(K.pidlock)
-    mutex_enter(cp.p_lock)
-    pgjoin(K, cp, s.p_pgrp)
-    cs.p_stat = SRUN
+    mutex_enter(K.pidlock)  # fork.c:479
+    mutex_enter(cp.p_lock)  # fork.c:480
+    pgjoin(K, cp, s.p_pgrp)  # fork.c:486
+    cs.p_stat = SRUN  # fork.c:487
     for ct in cp.threads():
         ctl = K.lwps[ct.slot]
         if ctl.t_proc_flag & TP_HOLDLWP:
-            lwp_create_done(K, ct, cp)
+            lwp_create_done(K, ct, cp)  # fork.c:497
         else:
-            ctl.t_schedflag |= TS_CREATE
-    mutex_exit(cp.p_lock)
+            ctl.t_schedflag |= TS_CREATE  # fork.c:501
+    mutex_exit(cp.p_lock)  # fork.c:508
     if isvfork:
-        K.g.sysvfork += 1
+        K.g.sysvfork += 1  # fork.c:511
     elif isfork1:
-        K.g.sysfork += 1
+        K.g.sysfork += 1  # fork.c:527
     else:
         K.g.sysforkall += 1
-    K.fire("proc:::create", cs.p_pid, K.lwps[clone.slot].t_tid, s.p_pid,
+    K.fire("proc:::create", cs.p_pid, K.lwps[clone.slot].t_tid, s.p_pid,  # fork.c:514 fork.c:528
            2 if isvfork else (1 if isfork1 else 0), cs.p_lwpcnt)
     # 18. Set the child running, pidlock still held.
     #
@@ -376,24 +384,25 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
     # For fork1 and forkall CL_FORKRET does the same, which is why pidlock is
     # handed to it held.
     if isvfork:
-        mutex_enter(p.p_lock)
+        mutex_enter(p.p_lock)  # fork.c:512
         s.p_flag |= SVFWAIT
-        lw.t_flag |= T_VFPARENT
-        cv_broadcast(p.pr_pid_cv)  # /proc waiters: SVFWAIT counts as stopped
+        if K.fixed("6533431"):
+            lw.t_flag |= T_VFPARENT  # the lwp post_syscall sends to vfwait
+        cv_broadcast(p.pr_pid_cv)  # /proc waiters: SVFWAIT counts as stopped (fork.c:515)
         mutex_exit(p.p_lock)
-        mutex_enter(cp.p_lock)
+        mutex_enter(cp.p_lock)  # fork.c:521
         mutex_exit(K.pidlock)
-        sigdefault(K, cp)
-        continuelwps(K, cp)
+        sigdefault(K, cp)  # fork.c:523
+        continuelwps(K, cp)  # fork.c:524
         mutex_exit(cp.p_lock)
         # The parent's other lwps stay held until the end of vfwait.
     else:
         if K.bug("pidlock_dropped_before_forkret"):
             return _bug_pidlock_dropped_before_forkret(K, t, p, cp)
-        CL_FORKRET(K, t, p, cp)  # drops pidlock
-        assert not MUTEX_HELD(K.pidlock)
+        CL_FORKRET(K, t, p, cp)  # drops pidlock (fork.c:534)
+        assert not MUTEX_HELD(K.pidlock)  # fork.c:535
     # 19. The parent returns (child pid, 0).
-    return 0, cs.p_pid, 0
+    return 0, cs.p_pid, 0  # fork.c:466
 
 
 def _clear_holdlwp(K: Kernel, p: Proc, lw: klwp_t) -> None:
@@ -437,112 +446,114 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     g = K.g
     zone = K.zones.slots[ps.p_zone - 1]
     # 1. The memory and zone checks fail at once, without the punishment delay.
-    if K.faults.should_fail("getproc.memory"):
+    if K.faults.should_fail("getproc.memory"):  # fork.c:862
         return None, "getproc.memory"
+    # fork.c:864
     if zone.zone_status >= ZONE_IS_SHUTTING_DOWN or K.faults.should_fail("getproc.zone"):
         return None, "getproc.zone"
     # 2.-3. Take a pid and a /proc slot.  pid_assign makes the child visible
     # to prfind at once, and prfind follows p_zone, so pid_assign sets the
     # zone before it publishes the pid (6439016).
     czone = ps.p_zone
-    if K.bug("zone_set_late"):
-        czone = _bug_zone_set_late(K, pp)
+    if not K.fixed("6439016"):
+        czone = _2006_zone_set_late(K, pp)
+    # fork.c:868 fork.c:880 fork.c:883
     cp = None if K.faults.should_fail("pid_assign") else pid_assign(K, fixed_pid, zone=czone)
     if cp is None:
         mutex_enter(K.pidlock)
-        if g.nproc == g.v_proc:
+        if g.nproc == g.v_proc:  # fork.c:884
             g.procovf += 1
         mutex_exit(K.pidlock)
         _punish(K)
         return None, "pid_assign"
     cs = cp.s
-    cs.p_start_ns = time.monotonic_ns()
+    cs.p_start_ns = time.monotonic_ns()  # fork.c:881
     # 4. Under pidlock, the per-user limit (nproc read before it is
     # incremented); over it, give the slot and pid back and punish.
-    mutex_enter(K.pidlock)
-    cr = ps.p_cred
+    mutex_enter(K.pidlock)  # fork.c:896
+    cr = ps.p_cred  # fork.c:898
     ruid, zoneid = crgetruid(K, cr), crgetzoneid(K, cr)
-    if K.faults.should_fail("getproc.maxup") or (
+    if K.faults.should_fail("getproc.maxup") or (  # fork.c:901
             g.nproc >= g.v_maxup
             and (g.nproc >= g.v_maxupttl or upcount_get(K, ruid, zoneid) >= g.v_maxup)
             and not secpolicy_newproc(K, cr)):
-        mutex_exit(K.pidlock)
+        mutex_exit(K.pidlock)  # fork.c:905
         pid = cs.p_pid
         cs.p_stat = 0
-        proc_entry_free(K, cp)
+        proc_entry_free(K, cp)  # fork.c:1088 fork.c:1092
         pid_rele(K, pid)
-        _punish(K)
-        return None, "getproc.maxup"
+        _punish(K)  # fork.c:1104
+        return None, "getproc.maxup"  # fork.c:1108
     # 5. Count the child (nproc, its user's upcount) and put it at the head
     # of practive.
-    g.nproc += 1
-    upcount_inc(K, ruid, zoneid)
-    cs.p_next = g.practive
+    g.nproc += 1  # fork.c:916
+    upcount_inc(K, ruid, zoneid)  # fork.c:917
+    cs.p_next = g.practive  # fork.c:919
     if g.practive:
         K.proc(g.practive).s.p_prev = cp.id
     g.practive = cp.id
     # 6. Inherit the parent's signal dispositions, job-control flags,
     # session, exec vnodes, /proc file, zone and brk and stack sizes.
-    cs.p_ignore = ps.p_ignore
-    cs.p_catch = ps.p_catch
-    cs.p_flag |= ps.p_flag & (SJCTL | SNOWAIT | SNOCD)
-    if ps.p_pgrp:
+    cs.p_ignore = ps.p_ignore  # fork.c:923
+    cs.p_catch = ps.p_catch  # fork.c:1040
+    cs.p_flag |= ps.p_flag & (SJCTL | SNOWAIT | SNOCD)  # fork.c:925
+    if ps.p_pgrp:  # fork.c:926
         cs.p_sessp = K.pgrps.slots[ps.p_pgrp - 1].pg_sess
         sess_hold(K, cs.p_sessp)
         cs.p_sid = ps.p_sid
-    cs.p_exec, cs.p_execdir = ps.p_exec, ps.p_execdir
+    cs.p_exec, cs.p_execdir = ps.p_exec, ps.p_execdir  # fork.c:928
     cs.p_prfile = ps.p_prfile  # the open /proc file is inherited
-    cs.p_zone = ps.p_zone
-    cs.p_brksize, cs.p_stksize = ps.p_brksize, ps.p_stksize
-    cs.p_ppid = cs.p_ancpid = ps.p_pid
+    cs.p_zone = ps.p_zone  # fork.c:930
+    cs.p_brksize, cs.p_stksize = ps.p_brksize, ps.p_stksize  # fork.c:932
+    cs.p_ppid = cs.p_ancpid = ps.p_pid  # fork.c:942
     # 7. Family links: the child goes at the head of the parent's child list
     # and of its orphan chain (the parent is its next of kin).
-    cs.p_sibling = ps.p_child
+    cs.p_sibling = ps.p_child  # fork.c:965
     if ps.p_child:
         proc_link(K, ps.p_child, pp, "p_child").s.p_psibling = cp.id
     if ps.p_orphan:
         proc_link(K, ps.p_orphan, pp, "p_orphan")
     cs.p_parent = pp.id
     ps.p_child = cp.id
-    cs.p_child_ns = cs.p_sibling_ns = NIL
-    cs.p_nextorph = ps.p_orphan
+    cs.p_child_ns = cs.p_sibling_ns = NIL  # fork.c:972
+    cs.p_nextorph = ps.p_orphan  # fork.c:975
     cs.p_nextofkin = pp.id
     ps.p_orphan = cp.id
     # 8. (none)
     # 9. The pool, under the parent's p_lock: the default pool and SSYS for
     # a kernel process, the parent's pool otherwise.
-    mutex_enter(pp.p_lock)
+    mutex_enter(pp.p_lock)  # fork.c:989
     if kernel:
         cs.p_pool = g.pool_default
         cs.p_flag |= SSYS
     else:
         cs.p_pool = ps.p_pool
-    pool_ref_add(K, cs.p_pool, 1)
+    pool_ref_add(K, cs.p_pool, 1)  # fork.c:996
     mutex_exit(pp.p_lock)
     # 10. The task, under the child's p_lock; then drop pidlock.
-    mutex_enter(cp.p_lock)
+    mutex_enter(cp.p_lock)  # fork.c:1003
     task_attach(K, g.task0 if kernel else ps.p_task, cp)
     mutex_exit(cp.p_lock)
-    mutex_exit(K.pidlock)
+    mutex_exit(K.pidlock)  # fork.c:1009
     # 11. Without global locks (the child is invisible): hold the credential,
     # the open files and the current and root directories.
-    cs.p_cred = cr
+    cs.p_cred = cr  # fork.c:1022
     crhold(K, cr)
-    fcnt_add(K, cp, 1)
-    cs.p_fcnt = 1
-    cs.u_cdir, cs.u_rdir = ps.u_cdir, ps.u_rdir
+    fcnt_add(K, cp, 1)  # fork.c:1028
+    cs.p_fcnt = 1  # fork.c:1041
+    cs.u_cdir, cs.u_rdir = ps.u_cdir, ps.u_rdir  # fork.c:1030
     VN_HOLD(K, cs.u_cdir)
     VN_HOLD(K, cs.u_rdir)
     # 12. /proc inheritance: with P_PR_FORK the child is traced like the
     # parent and inherits its signal mask.
-    if ps.p_proc_flag & P_PR_FORK:
+    if ps.p_proc_flag & P_PR_FORK:  # fork.c:1051 fork.c:1056
         cs.p_proc_flag |= ps.p_proc_flag & (P_PR_TRACE | P_PR_FORK | P_PR_STOPFORK)
         cs.p_sigmask = ps.p_sigmask
     # 13. Microstate accounting flags when SMSFORK is set; hold the exec vnodes.
-    cs.p_flag |= ps.p_flag & (SMSFORK | SMSACCT) if ps.p_flag & SMSFORK else 0
-    VN_HOLD(K, cs.p_exec)
+    cs.p_flag |= ps.p_flag & (SMSFORK | SMSACCT) if ps.p_flag & SMSFORK else 0  # fork.c:1065
+    VN_HOLD(K, cs.p_exec)  # fork.c:1073
     VN_HOLD(K, cs.p_execdir)
-    return cp, ""
+    return cp, ""  # fork.c:1077
 
 
 def _punish(K: Kernel) -> None:
@@ -590,15 +601,15 @@ def fork_fail(K: Kernel, cp: Proc) -> None:
     """Called with no locks held, and not holding P_PR_LOCK (6533743): it
     takes f_tlock and pidlock.  Undo getproc's references."""
     cs = cp.s
-    fcnt_add(K, cp, -cs.p_fcnt)
+    fcnt_add(K, cp, -cs.p_fcnt)  # fork.c:626
     cs.p_fcnt = 0
-    cs.p_sig = 0  # sigdelq
-    _upcount_release(K, cp)
-    crfree(K, cs.p_cred)
+    cs.p_sig = 0  # sigdelq (fork.c:627)
+    _upcount_release(K, cp)  # fork.c:629
+    crfree(K, cs.p_cred)  # fork.c:636
     cs.p_cred = NIL
-    VN_RELE(K, cs.u_cdir)
+    VN_RELE(K, cs.u_cdir)  # fork.c:640
     VN_RELE(K, cs.u_rdir)
-    VN_RELE(K, cs.p_exec)
+    VN_RELE(K, cs.p_exec)  # fork.c:643
     VN_RELE(K, cs.p_execdir)
     cs.u_cdir = cs.u_rdir = cs.p_exec = cs.p_execdir = NIL
 
@@ -617,8 +628,6 @@ def _upcount_release(K: Kernel, cp: Proc) -> None:
 def disown_proc(K: Kernel, pp: Proc, cp: Proc) -> None:
     """Caller holds pidlock (asserted).  Take a failed child off its parent's
     orphan and child lists."""
-    if K.bug("failed_child_not_disowned"):
-        return _bug_failed_child_not_disowned(K, pp, cp)
     assert MUTEX_HELD(K.pidlock)
     ps, cs = pp.s, cp.s
     if ps.p_orphan == cp.id:
@@ -642,19 +651,20 @@ def _free_failed_child(K: Kernel, pp: Proc, cp: Proc) -> None:
     """Called with no locks held; takes pidlock, then cp->p_lock; returns
     with none held.  task_detach and pool_ref-- under both, then disown
     before pid_exit (7412), then task_rele without locks."""
-    mutex_enter(K.pidlock)
-    mutex_enter(cp.p_lock)
+    mutex_enter(K.pidlock)  # fork.c:240 fork.c:582 fork.c:814
+    mutex_enter(cp.p_lock)  # fork.c:251
     tk = task_detach(K, cp)
     pool_ref_add(K, cp.s.p_pool, -1)
     mutex_exit(cp.p_lock)
-    disown_proc(K, pp, cp)
-    pid_exit(K, cp)
+    disown_proc(K, pp, cp)  # fork.c:241 fork.c:594
+    pid_exit(K, cp)  # fork.c:257 fork.c:604 fork.c:821
     mutex_exit(K.pidlock)
-    task_rele(K, tk)
+    task_rele(K, tk)  # fork.c:259 fork.c:607 fork.c:823
 
 
 def _as_dup_errno(err: int) -> int:
-    """Takes no locks.  as_dup's ENOMEM is kept; any other error is EAGAIN."""
+    """Takes no locks.  as_dup's ENOMEM is kept; any other error is EAGAIN
+    (fork.c:266-270)."""
     return ENOMEM if err == ENOMEM else EAGAIN
 
 
@@ -662,28 +672,28 @@ def _as_dup_failed(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result
     """Caller holds P_PR_LOCK on p (cfork step 7) and no mutex; returns with
     neither.  The as_dup failure (docs/kernel.md, "Failure paths"): P_PR_LOCK
     is released before fork_fail, the 6533743 fix."""
-    if K.bug("fork_fail_under_prlock"):
-        return _bug_fork_fail_under_prlock(K, t, p, cp, err)
-    mutex_enter(p.p_lock)
+    if not K.fixed("6533743"):
+        return _2006_fork_fail_under_prlock(K, t, p, cp, err)
+    mutex_enter(p.p_lock)  # fork.c:261
     p.s.p_flag &= ~SFORKING
-    sprunlock(K, p)  # drops p_lock
-    fork_fail(K, cp)
+    sprunlock(K, p)  # drops p_lock (fork.c:265)
+    fork_fail(K, cp)  # fork.c:239
     _free_failed_child(K, p, cp)
-    _release_parent(K, p)
-    return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
+    _release_parent(K, p)  # fork.c:263 fork.c:264
+    return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")  # fork.c:270
 
 
 def forklwp_fail(K: Kernel, cp: Proc) -> None:
     """Called with no locks held: the child is invisible (SIDL), so nobody
     else walks its lwp list.  Free the clones of a failed fork."""
     cs = cp.s
-    for ct in cp.threads():
+    for ct in cp.threads():  # fork.c:664
         lw = K.lwps[ct.slot]
-        cs.p_lwpcnt -= 1
-        lwp_count_release(K, cs.p_task, cs.p_zone)
+        cs.p_lwpcnt -= 1  # fork.c:672
+        lwp_count_release(K, cs.p_task, cs.p_zone)  # fork.c:676
         lw.t_procp = NIL
-        K.dom.kthread_free(ct)
-    cs.p_tlist = NIL
+        K.dom.kthread_free(ct)  # fork.c:695 fork.c:716
+    cs.p_tlist = NIL  # fork.c:668
 
 
 def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: str) -> Result:
@@ -697,7 +707,7 @@ def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: s
     s, cs = p.s, cp.s
     if isvfork:
         a = K.ases.slots[s.p_as - 1]
-        if s.p_wpage:  # put the stashed watched pages back at once
+        if s.p_wpage:  # put the stashed watched pages back at once (fork.c:542)
             lk = K.a_lock(s.p_as)
             rw_enter(lk, RW_WRITER)
             a.a_wpage, s.p_wpage = s.p_wpage, 0
@@ -705,24 +715,24 @@ def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: s
         a.a_nprocs -= 1
         cs.p_flag &= ~SVFORK
     else:
-        as_free(K, cs.p_as)
+        as_free(K, cs.p_as)  # fork.c:557
     cs.p_as = K.g.kas
-    forklwp_fail(K, cp)
-    if cs.p_lwpdir:
+    forklwp_fail(K, cp)  # fork.c:579
+    if cs.p_lwpdir:  # fork.c:562 fork.c:573
         dir_free(K, cs.p_lwpdir)
         cs.p_lwpdir = NIL
         cs.p_lwpdir_sz = cs.p_tidhash_sz = 0
         cs.p_lwpfree = -1
-    fork_fail(K, cp)
-    rctl_set_free(K, cs.p_rctls)
+    fork_fail(K, cp)  # fork.c:580
+    rctl_set_free(K, cs.p_rctls)  # fork.c:581
     cs.p_rctls = NIL
     if cs.p_ct_process:
         from .resources import contract_process_exit
 
         contract_process_exit(K, cp)
     _free_failed_child(K, p, cp)
-    _release_parent(K, p)
-    return _forkerr(K, p, K.lwps[t.slot].t_tid, EAGAIN, site)
+    _release_parent(K, p)  # fork.c:609 fork.c:611
+    return _forkerr(K, p, K.lwps[t.slot].t_tid, EAGAIN, site)  # fork.c:613
 
 
 # -- forklwp -------------------------------------------------------------------------------
@@ -731,32 +741,33 @@ def _forklwperr(K: Kernel, t: KThread, p: Proc, cp: Proc, isvfork: bool, site: s
 def forklwp(K: Kernel, src: KThread, cp: Proc, lwpid: int, forkall: bool) -> KThread | None:
     """Called with no locks held; takes the child's p_lock.  Clone lwp
     ``src`` (the caller, or held at a hold point) into ``cp``."""
-    forklwp_source_check(K, src)  # the caller, or held at a hold point
+    forklwp_source_check(K, src)  # the caller, or held at a hold point (forklwp#1)
     if K.faults.should_fail("forklwp"):
         return None
-    ct = lwp_create(K, cp, lwpid)
+    ct = lwp_create(K, cp, lwpid)  # forklwp#4
     if ct is None:
         return None
     slw, clw = K.lwps[src.slot], K.lwps[ct.slot]
     # Copy the user context (the saved registers) and the system call state;
     # not the current or pending signals.
-    clw.pc = slw.pc
+    clw.pc = slw.pc  # forklwp#10
     for i in range(len(slw.regs)):
         clw.regs[i] = slw.regs[i]
-    clw.t_hold = slw.t_hold
-    clw.t_sysnum = slw.t_sysnum
+    clw.t_hold = slw.t_hold  # forklwp#5
+    clw.t_sysnum = slw.t_sysnum  # forklwp#8
     clw.lwp_errno = slw.lwp_errno
     clw.lwp_rval1, clw.lwp_rval2 = slw.lwp_rval1, slw.lwp_rval2
-    clw.lwp_cursig = 0
+    clw.lwp_cursig = 0  # forklwp#7
     clw.t_sig = 0
     # Under the child's p_lock: keep TP_HOLDLWP only if the source is being
     # suspended; inherit lwp_wait()ability, and for forkall the daemon flag.
-    mutex_enter(cp.p_lock)
+    mutex_enter(cp.p_lock)  # forklwp#14
     if not slw.t_proc_flag & TP_HOLDLWP:
         clw.t_proc_flag &= ~TP_HOLDLWP
+    # fork.c:349 fork.c:370
     clw.t_proc_flag |= slw.t_proc_flag & (TP_TWAIT | (TP_DAEMON if forkall else 0))
     mutex_exit(cp.p_lock)
-    return ct
+    return ct  # forklwp#17
 
 
 # -- newproc -------------------------------------------------------------------------------
@@ -770,8 +781,8 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
     from .resources import task_create
 
     pp = curproc_of(K, t)
-    cp, site = getproc(K, t, pp, kernel=syscid, fixed_pid=fixed_pid)
-    if cp is None:
+    cp, site = getproc(K, t, pp, kernel=syscid, fixed_pid=fixed_pid)  # fork.c:741 fork.c:773
+    if cp is None:  # fork.c:742
         _forkerr(K, pp, K.lwps[t.slot].t_tid, EAGAIN, site)
         return None
     cs = cp.s
@@ -781,38 +792,38 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
     # process made at run time leaked a hold on each).  init: a new task in
     # its parent's project, swapped in under pidlock and the child's p_lock.
     if syscid:
-        cs.p_flag |= SNOWAIT
+        cs.p_flag |= SNOWAIT  # fork.c:744
         if not K.fixed("6869037"):
             _2006_exec_vnodes_dropped(K, cp)
         else:
-            VN_RELE(K, cs.p_exec)
+            VN_RELE(K, cs.p_exec)  # fork.c:745
             VN_RELE(K, cs.p_execdir)
             cs.p_exec = cs.p_execdir = NIL
     else:
-        tk = task_create(K, K.tasks.slots[pp.s.p_task - 1].tk_proj, cs.p_zone)
-        mutex_enter(K.pidlock)
+        tk = task_create(K, K.tasks.slots[pp.s.p_task - 1].tk_proj, cs.p_zone)  # fork.c:779
+        mutex_enter(K.pidlock)  # fork.c:788
         mutex_enter(cp.p_lock)
-        old = task_detach(K, cp)
+        old = task_detach(K, cp)  # fork.c:792
         task_attach(K, tk, cp)
         mutex_exit(cp.p_lock)
-        mutex_exit(K.pidlock)
-        task_rele(K, old)
+        mutex_exit(K.pidlock)  # fork.c:794
+        task_rele(K, old)  # fork.c:803
         task_rele(K, tk)  # task_attach took the member's hold
     # An rctl set, the kernel's address space, a two-entry directory and lwp
     # 1.  If any fails, undo getproc: the child is on its parent's child and
     # orphan lists (getproc step 7), so it is disowned before pid_exit frees
     # its slot (7412: the 2006 code freed it still listed, and the parent's
     # next walk of either list followed a freed or reused slot).
-    cs.p_rctls = rctl_set_create(K)
-    cs.p_as = K.g.kas
+    cs.p_rctls = rctl_set_create(K)  # fork.c:748 fork.c:760 fork.c:798
+    cs.p_as = K.g.kas  # fork.c:808
     d = dir_alloc(K, 2)
     ct = None
     if d:
         dir_install(K, cp, d, 2)
         if not K.faults.should_fail("newproc.lwp_create"):
-            ct = lwp_create(K, cp, 1, syscid=syscid, name=name)
+            ct = lwp_create(K, cp, 1, syscid=syscid, name=name)  # fork.c:810
     if ct is None:
-        fork_fail(K, cp)
+        fork_fail(K, cp)  # fork.c:813
         rctl_set_free(K, cs.p_rctls)
         if d:
             dir_free(K, d)
@@ -821,25 +832,25 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         else:
             _free_failed_child(K, pp, cp)  # disown before pid_exit
         _forkerr(K, pp, K.lwps[t.slot].t_tid, EAGAIN, "newproc.lwp_create")
-        return None
+        return None  # fork.c:825
     if not syscid:
-        contract_process_fork(K, K.g.sys_contract, cp, pp, False)
+        contract_process_fork(K, K.g.sys_contract, cp, pp, False)  # fork.c:828
     if prepare is not None:
         prepare(K, cp, ct)
     # Publish it under pidlock (its parent's group, SRUN), give the lwp its
     # OS thread, and set it running under the child's p_lock.
-    cs.p_lwpid = 1
-    mutex_enter(K.pidlock)
+    cs.p_lwpid = 1  # fork.c:836
+    mutex_enter(K.pidlock)  # fork.c:837
     pgjoin(K, cp, pp.s.p_pgrp)
     cs.p_stat = SRUN
-    mutex_exit(K.pidlock)
+    mutex_exit(K.pidlock)  # fork.c:844
     start_lwp(K, ct)
-    mutex_enter(cp.p_lock)
+    mutex_enter(cp.p_lock)  # fork.c:840
     K.lwps[ct.slot].t_proc_flag &= ~TP_HOLDLWP
-    lwp_create_done(K, ct, cp)
+    lwp_create_done(K, ct, cp)  # fork.c:842
     mutex_exit(cp.p_lock)
     K.fire("proc:::create", cs.p_pid, 1, pp.s.p_pid, 3, 1)
-    return cp
+    return cp  # fork.c:845
 
 
 # -- vfork: relvm and vfwait ------------------------------------------------------------------
@@ -852,8 +863,8 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
     from .vm import as_free
 
     s = p.s
-    if s.p_flag & SVFORK:
-        pp = K.proc(s.p_parent)
+    if s.p_flag & SVFORK:  # fork.c:1126
+        pp = K.proc(s.p_parent)  # fork.c:1127
         # The delicate manoeuvre.  Once SVFORK is clear the parent is free
         # to run on the address space and return from vfork; it may then
         # exit and be reaped, its slot reused.  So the child holds the
@@ -886,24 +897,24 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
         if K.bug("relvm_parent_first"):
             return _bug_relvm_parent_first(K, t, p, pp)
         while True:  # try_again:
-            mutex_enter(p.p_lock)  # the child's lock first
-            prbarrier(K, p)
-            mutex_enter_nested(pp.p_lock, 1)
-            if not pp.s.p_proc_flag & P_PR_LOCK:
+            mutex_enter(p.p_lock)  # the child's lock first (fork.c:1143)
+            prbarrier(K, p)  # fork.c:1144
+            mutex_enter_nested(pp.p_lock, 1)  # fork.c:1145
+            if not pp.s.p_proc_flag & P_PR_LOCK:  # fork.c:1150
                 break
             mutex_exit(p.p_lock)
             prbarrier(K, pp)
             mutex_exit(pp.p_lock)
         _vfork_hand_back(K, t, p, pp)
-    elif s.p_as and s.p_as != K.g.kas:
+    elif s.p_as and s.p_as != K.g.kas:  # fork.c:1194
         # Our own address space: swap it out under p_lock (for /proc's sake),
         # free it with no lock held.
-        mutex_enter(p.p_lock)
+        mutex_enter(p.p_lock)  # fork.c:1203
         prbarrier(K, p)
-        old, s.p_as = s.p_as, K.g.kas
+        old, s.p_as = s.p_as, K.g.kas  # fork.c:1205
         mutex_exit(p.p_lock)
         K.fire("proc:::relvm", s.p_pid, K.lwps[t.slot].t_tid, 0)
-        as_free(K, old)
+        as_free(K, old)  # fork.c:1215
 
 
 def _vfork_hand_back(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
@@ -912,19 +923,20 @@ def _vfork_hand_back(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
     space goes back to the parent with both locks held, and the parent is
     woken before its lock is dropped."""
     s = p.s
-    s.p_flag &= ~SVFORK
+    s.p_flag &= ~SVFORK  # fork.c:1161
     a = K.ases.slots[s.p_as - 1]
     a.a_nprocs -= 1
-    s.p_as = K.g.kas
+    s.p_as = K.g.kas  # fork.c:1163
+    # fork.c:1175
     pp.s.p_brksize, pp.s.p_stksize = s.p_brksize, s.p_stksize  # the child may have grown
-    if pp.s.p_wpage:  # the parent's watched pages go back to the address space
+    if pp.s.p_wpage:  # the parent's watched pages go back to the address space (fork.c:1184)
         a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
     K.fire("proc:::relvm", s.p_pid, K.lwps[t.slot].t_tid, pp.s.p_pid)
     if K.bug("relvm_lost_wakeup"):
         return _bug_relvm_lost_wakeup(K, p, pp)
-    pp.s.p_flag &= ~SVFWAIT
-    cv_signal(pp.p_cv)  # signal, not broadcast: the parent's other lwps are held
-    mutex_exit(pp.p_lock)
+    pp.s.p_flag &= ~SVFWAIT  # fork.c:1183
+    cv_signal(pp.p_cv)  # signal, not broadcast: the parent's other lwps are held (fork.c:1190)
+    mutex_exit(pp.p_lock)  # fork.c:1191
     mutex_exit(p.p_lock)
 
 
@@ -966,15 +978,15 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
     # the child's is dropped, so relvm, which needs both, cannot clear SVFORK
     # and signal between our look and our sleep.
     while True:
-        mutex_enter(K.pidlock)
-        cp = prfind(K, pid)
-        if cp is None or cp.s.p_parent != pp.id:
+        mutex_enter(K.pidlock)  # fork.c:1236
+        cp = prfind(K, pid)  # fork.c:1237
+        if cp is None or cp.s.p_parent != pp.id:  # fork.c:1238
             mutex_exit(K.pidlock)
             break  # the child has exited
-        mutex_enter(cp.p_lock)
+        mutex_enter(cp.p_lock)  # fork.c:1250
         mutex_exit(K.pidlock)
-        if not cp.s.p_flag & SVFORK:
-            mutex_exit(cp.p_lock)
+        if not cp.s.p_flag & SVFORK:  # fork.c:1252
+            mutex_exit(cp.p_lock)  # fork.c:1259
             break  # the child has exec'd or is exiting
         mutex_enter_nested(pp.p_lock, 1)  # the child's p_lock is held: parent's is nested
         mutex_exit(cp.p_lock)
@@ -990,36 +1002,32 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
         # parent may not return before the child lets go, and once a signal
         # is pending cv_wait_sig returns at once, every time: the loop would
         # spin.  So after the first interrupted sleep the wait is cv_wait.
-        if not signalled:
+        if not signalled:  # fork.c:1278
             signalled = not kcv_wait_sig(K, pp.p_cv, pp.p_lock, waker, stuck)
         else:
             cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
-        mutex_exit(pp.p_lock)
+        mutex_exit(pp.p_lock)  # fork.c:1282
     # The address space is the parent's alone again: re-apply the watch
     # protections, then, after waiting out /proc, restart the other lwps.
     a = K.ases.slots[pp.s.p_as - 1]
-    if pp.s.p_wcount:
+    if pp.s.p_wcount:  # fork.c:1286
         lk = K.a_lock(pp.s.p_as)
         rw_enter(lk, RW_WRITER)
         a.a_wpage = a.a_wpage
         rw_exit(lk)
-    mutex_enter(pp.p_lock)
+    mutex_enter(pp.p_lock)  # fork.c:1293
     prbarrier(K, pp)
     pp.s.p_flag &= ~SVFWAIT
     lw.t_flag &= ~T_VFPARENT
-    continuelwps(K, pp)
+    continuelwps(K, pp)  # fork.c:1295
     mutex_exit(pp.p_lock)
     K.fire("proc:::vfork-wait-done", pp.s.p_pid, lw.t_tid, pid)
 
 
-# ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
-#
-# Each function below is one entry of realfork.verify.bugs.CATALOGUE, entered
-# from the correct code by a single ``if K.bug(name): ...`` line and doing that
-# step the wrong way.  None runs unless its bug is switched on.
+# ---- Code cut out of its host: the 2006 kernel's steps and the seeded bugs ----
 #
 # A finding names the kernel function a thread was in when it blocked or
-# panicked (the innermost function of its call chain).  Every bug function
+# panicked (the innermost function of its call chain).  Every such function
 # carries @_seeded_in(host), which names its frames after the function it was
 # cut out of, so that findings, and the signatures the catalogue expects, read
 # as they would with the mistake written in the host itself ("lock order: ...
@@ -1037,65 +1045,32 @@ def _seeded_in(host: str) -> Callable[[_F], _F]:
     return name
 
 
-@_seeded_in("cfork")
-def _bug_holdlwp_cleared_unlocked(K: Kernel, p: Proc, lw: klwp_t) -> None:
-    """Called with no locks held: that is the bug.  vfork clears TP_HOLDLWP
-    before taking p_lock, a read-modify-write of t_proc_flag that can lose a
-    concurrent change (illumos 6361360).  _clear_holdlwp's assertion panics
-    at once.  (With vfork_keeps_holdlwp also on, nothing is cleared at all.)"""
-    _clear_holdlwp(K, p, lw)
-
-
-@_seeded_in("_clear_holdlwp")
-def _bug_vfork_keeps_holdlwp(K: Kernel, p: Proc, lw: klwp_t) -> None:
-    """Caller holds p->p_lock.  vfork leaves the caller's TP_HOLDLWP set
-    (illumos 6339942): a pending lwp_suspend stops the vfork child, whose
-    parent then waits for it forever."""
-    return None
-
-
-@_seeded_in("cfork")
-def _bug_getproc_fail_skips_continuelwps(K: Kernel, p: Proc, lw: klwp_t, site: str) -> Result:
-    """Called with no locks held.  When getproc fails, cfork leaves the pool
-    barrier but forgets continuelwps (a classic mistake): the caller's other
-    lwps stay held for good (invariant D18)."""
-    mutex_enter(p.p_lock)
-    pool_barrier_exit(K, p)
-    mutex_exit(p.p_lock)
-    return _forkerr(K, p, lw.t_tid, EAGAIN, site)
-
+# ---- The 2006 kernel: the seed's code where illumos later fixed it ----
+#
+# Each function below is the seed's version of one step that a later illumos
+# fix changed (realfork.kernel.profiles.FIXES; what each fix changed and what
+# it restores: realfork.verify.history and docs/profiles.md).  The fixed code
+# above enters it by one ``if not K.fixed(id): ...`` line, so it runs only in
+# the ``2006`` profile.  @_seeded_in names its frames after the function the
+# step belongs to, as for the seeded bugs below.
 
 @_seeded_in("getproc")
-def _bug_zone_set_late(K: Kernel, pp: Proc) -> int:
-    """Takes no locks.  pid_assign is given no zone, so the child is visible
-    to prfind with p_zone NULL until getproc's step 6 sets it (illumos
-    6439016): a lookup that follows p_zone meanwhile panics."""
+def _2006_zone_set_late(K: Kernel, pp: Proc) -> int:
+    """Takes no locks.  The 2006 getproc (fork.c:883, fork.c:930): pid_assign
+    makes the child visible with p_zone still NULL, and only the copy of the
+    parent's fields sets it.  prfind_zone follows p_zone meanwhile: a NULL
+    dereference (fixed by illumos 6439016, which sets the zone first)."""
     return 0
 
 
-@_seeded_in("_upcount_release")
-def _bug_fork_fail_skips_upcount_dec(K: Kernel, cp: Proc) -> None:
-    """Called with no locks held.  fork_fail forgets upcount_dec (a classic
-    mistake): every failed fork leaks one of its user's processes
-    (invariant A5)."""
-    return None
-
-
-@_seeded_in("disown_proc")
-def _bug_failed_child_not_disowned(K: Kernel, pp: Proc, cp: Proc) -> None:
-    """Caller holds pidlock.  A failed child is freed while still on its
-    parent's child and orphan lists (illumos 7412, newproc's mistake, on the
-    failure path cfork shares with it): the next walk of either list follows
-    a freed or reused slot."""
-    return None
-
-
 @_seeded_in("_as_dup_failed")
-def _bug_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
+def _2006_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result:
     """Caller holds P_PR_LOCK on p; returns with nothing held.  The 2006
-    order of the as_dup failure (illumos 6533743): fork_fail takes the file
-    lock while P_PR_LOCK is still held, against a /proc controller that holds
-    the file lock and waits for P_PR_LOCK.  A deadlock."""
+    as_dup failure path (fork.c:237-268): fork_fail, which takes every open
+    file's f_tlock (fcnt_add), runs while P_PR_LOCK is still held; a /proc
+    controller holding a file's f_tlock and waiting in sprlock for P_PR_LOCK
+    closes the cycle.  A deadlock (fixed by illumos 6533743, which drops
+    P_PR_LOCK first)."""
     fork_fail(K, cp)  # file locks taken under P_PR_LOCK
     _free_failed_child(K, p, cp)
     mutex_enter(p.p_lock)
@@ -1105,62 +1080,6 @@ def _bug_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: i
     sprunlock(K, p)  # drops p_lock
     return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
 
-
-@_seeded_in("cfork")
-def _bug_pidlock_dropped_before_forkret(K: Kernel, t: KThread, p: Proc, cp: Proc) -> Result:
-    """Caller holds pidlock.  cfork drops pidlock before CL_FORKRET (a
-    classic mistake), leaving the child unpinned between the two; CL_FORKRET's
-    assertion that pidlock is held panics."""
-    mutex_exit(K.pidlock)
-    CL_FORKRET(K, t, p, cp)
-    return 0, cp.s.p_pid, 0
-
-
-@_seeded_in("relvm")
-def _bug_relvm_parent_first(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
-    """Called with no locks held; returns with none held.  relvm takes the
-    parent's p_lock before the child's (and skips the child's prbarrier), a
-    classic mistake: the order p_lock/1 -> p_lock inverts vfwait's, which
-    lockdep reports, and which deadlocks against a parent in vfwait."""
-    while True:
-        mutex_enter_nested(pp.p_lock, 1)
-        mutex_enter(p.p_lock)
-        if not pp.s.p_proc_flag & P_PR_LOCK:
-            break
-        mutex_exit(p.p_lock)
-        prbarrier(K, pp)
-        mutex_exit(pp.p_lock)
-    _vfork_hand_back(K, t, p, pp)
-
-
-@_seeded_in("_vfork_hand_back")
-def _bug_relvm_lost_wakeup(K: Kernel, p: Proc, pp: Proc) -> None:
-    """Caller holds the child's p_lock and the parent's; returns with
-    neither.  relvm clears the parent's SVFWAIT but never signals p_cv (a
-    classic mistake): the parent in vfwait sleeps on, a lost wake-up."""
-    pp.s.p_flag &= ~SVFWAIT  # cleared, but nobody is told
-    mutex_exit(pp.p_lock)
-    mutex_exit(p.p_lock)
-
-
-@_seeded_in("vfwait")
-def _bug_vfwait_no_recheck(K: Kernel, pp: Proc, waker: int,
-                           stuck: Callable[[], str | None]) -> None:
-    """Caller holds the parent's p_lock; returns with it dropped.  vfwait
-    sleeps once and trusts the wake-up without re-checking SVFORK (a classic
-    mistake): a spurious wake-up (a sibling's exit) returns the parent to
-    user mode on the address space its child still borrows."""
-    cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
-    mutex_exit(pp.p_lock)
-
-
-# ---- The 2006 kernel (realfork.kernel.profiles): the seed's own mistakes ----
-#
-# Each function below is the seed's code (fork.c of June 2006) for a step that
-# a later illumos fix changed, entered from the fixed code by a single
-# ``if not K.fixed(id): ...`` line when the kernel boots with kernel="2006".
-# Like the seeded bugs above they carry @_seeded_in(host), so that a finding
-# names the function the seed had the code in.
 
 
 def _preemption_point(K: Kernel, t: KThread) -> None:
@@ -1217,3 +1136,101 @@ def _2006_newproc_free_listed(K: Kernel, pp: Proc, cp: Proc) -> None:
     pid_exit(K, cp)
     mutex_exit(K.pidlock)
     task_rele(K, tk)
+
+
+# ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----
+#
+# Each function below is one entry of realfork.verify.bugs.CATALOGUE, entered
+# from the correct code by a single ``if K.bug(name): ...`` line and doing that
+# step the wrong way.  None runs unless its bug is switched on.
+#
+
+
+@_seeded_in("cfork")
+def _bug_holdlwp_cleared_unlocked(K: Kernel, p: Proc, lw: klwp_t) -> None:
+    """Called with no locks held: that is the bug.  vfork clears TP_HOLDLWP
+    before taking p_lock, a read-modify-write of t_proc_flag that can lose a
+    concurrent change (illumos 6361360).  _clear_holdlwp's assertion panics
+    at once.  (With vfork_keeps_holdlwp also on, nothing is cleared at all.)"""
+    _clear_holdlwp(K, p, lw)
+
+
+@_seeded_in("_clear_holdlwp")
+def _bug_vfork_keeps_holdlwp(K: Kernel, p: Proc, lw: klwp_t) -> None:
+    """Caller holds p->p_lock.  vfork leaves the caller's TP_HOLDLWP set
+    (illumos 6339942): a pending lwp_suspend stops the vfork child, whose
+    parent then waits for it forever."""
+    return None
+
+
+@_seeded_in("cfork")
+def _bug_getproc_fail_skips_continuelwps(K: Kernel, p: Proc, lw: klwp_t, site: str) -> Result:
+    """Called with no locks held.  When getproc fails, cfork leaves the pool
+    barrier but forgets continuelwps (a classic mistake): the caller's other
+    lwps stay held for good (invariant D18)."""
+    mutex_enter(p.p_lock)
+    pool_barrier_exit(K, p)
+    mutex_exit(p.p_lock)
+    return _forkerr(K, p, lw.t_tid, EAGAIN, site)
+
+
+
+
+@_seeded_in("_upcount_release")
+def _bug_fork_fail_skips_upcount_dec(K: Kernel, cp: Proc) -> None:
+    """Called with no locks held.  fork_fail forgets upcount_dec (a classic
+    mistake): every failed fork leaks one of its user's processes
+    (invariant A5)."""
+    return None
+
+
+
+
+
+
+@_seeded_in("cfork")
+def _bug_pidlock_dropped_before_forkret(K: Kernel, t: KThread, p: Proc, cp: Proc) -> Result:
+    """Caller holds pidlock.  cfork drops pidlock before CL_FORKRET (a
+    classic mistake), leaving the child unpinned between the two; CL_FORKRET's
+    assertion that pidlock is held panics."""
+    mutex_exit(K.pidlock)
+    CL_FORKRET(K, t, p, cp)
+    return 0, cp.s.p_pid, 0
+
+
+@_seeded_in("relvm")
+def _bug_relvm_parent_first(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
+    """Called with no locks held; returns with none held.  relvm takes the
+    parent's p_lock before the child's (and skips the child's prbarrier), a
+    classic mistake: the order p_lock/1 -> p_lock inverts vfwait's, which
+    lockdep reports, and which deadlocks against a parent in vfwait."""
+    while True:
+        mutex_enter_nested(pp.p_lock, 1)
+        mutex_enter(p.p_lock)
+        if not pp.s.p_proc_flag & P_PR_LOCK:
+            break
+        mutex_exit(p.p_lock)
+        prbarrier(K, pp)
+        mutex_exit(pp.p_lock)
+    _vfork_hand_back(K, t, p, pp)
+
+
+@_seeded_in("_vfork_hand_back")
+def _bug_relvm_lost_wakeup(K: Kernel, p: Proc, pp: Proc) -> None:
+    """Caller holds the child's p_lock and the parent's; returns with
+    neither.  relvm clears the parent's SVFWAIT but never signals p_cv (a
+    classic mistake): the parent in vfwait sleeps on, a lost wake-up."""
+    pp.s.p_flag &= ~SVFWAIT  # cleared, but nobody is told
+    mutex_exit(pp.p_lock)
+    mutex_exit(p.p_lock)
+
+
+@_seeded_in("vfwait")
+def _bug_vfwait_no_recheck(K: Kernel, pp: Proc, waker: int,
+                           stuck: Callable[[], str | None]) -> None:
+    """Caller holds the parent's p_lock; returns with it dropped.  vfwait
+    sleeps once and trusts the wake-up without re-checking SVFORK (a classic
+    mistake): a spurious wake-up (a sibling's exit) returns the parent to
+    user mode on the address space its child still borrows."""
+    cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
+    mutex_exit(pp.p_lock)

@@ -524,8 +524,14 @@ def lwp_wait(K: Kernel, me: KThread, p: Proc, lwpid: int) -> tuple[int, int]:
                 s.p_zombcnt -= 1
                 return 0, lid
         if lwpid:
+            # No such lwp, or one nobody may wait for (no TP_TWAIT: a /proc
+            # agent, a kernel process's lwp): ESRCH at once, as illumos's
+            # lwp_wait says, rather than sleeping until it is gone.
             i = lwp_hash_lookup(K, p, lwpid)
             if i < 0:
+                return ESRCH, 0
+            lt = K.dir_block(s.p_lwpdir)[i].le_thread
+            if lt and not K.lwps[lt - 1].t_proc_flag & TP_TWAIT:
                 return ESRCH, 0
         elif s.p_lwpcnt <= 1 + s.p_lwpdaemon:
             return EDEADLK, 0

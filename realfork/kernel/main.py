@@ -43,7 +43,7 @@ from .resources import (
     zone_create,
 )
 from .session import pgjoin, pgrp_create, sess_create
-from .structs import CORECTL_CONTENT, CORECTL_PATH, SRUN, SSYS
+from .structs import CORECTL_CONTENT, CORECTL_PATH, SRUN, SSYS, TP_TWAIT
 from .vm import as_alloc
 
 if TYPE_CHECKING:
@@ -228,6 +228,12 @@ def start_init(K: Kernel, t: KThread, entry: int) -> tuple[int, Proc | None]:
         cp.s.p_corefile = corectl_path_hold(K, corectl_ref(K, K.g.corectl_path))
         cp.s.p_content = corectl_content_hold(K, corectl_ref(K, K.g.corectl_content))
         K.lwps[ct.slot].pc = entry
+        # exec makes lwp 1 lwp_wait()able (illumos: exec_common sets
+        # TP_TWAIT; lwp_create does not, and newproc's lwp 1 of a kernel
+        # process stays without it).  Its fork1/forkall clones inherit it.
+        mutex_enter(cp.p_lock)
+        K.lwps[ct.slot].t_proc_flag |= TP_TWAIT
+        mutex_exit(cp.p_lock)
         K.g.proc_init = cp.id
 
     cp = newproc(K, t, syscid=False, fixed_pid=1, name="init", prepare=prepare)

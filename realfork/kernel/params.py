@@ -21,7 +21,7 @@ from ..probes.ring import MAX_CAPACITY as PROBE_CAPACITY_MAX
 from ..sync import noise as _noise
 from ..sync.noise import make_config as make_noise_config
 from .bugnames import NAMES as BUG_NAMES
-from .profiles import DEFAULT_KERNEL, PROFILES
+from .profiles import DEFAULT_KERNEL, PROFILES, RETIRED_BUGS
 
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
@@ -129,6 +129,10 @@ def make_params(**kw: Any) -> KernelParams:
     if not isinstance(p.bugs, (list, tuple)):
         raise BadInput("bugs must be a list of bug names")
     for b in p.bugs:
+        if isinstance(b, str) and b in RETIRED_BUGS:
+            raise BadInput(f"bug {b!r} is the 2006 kernel's own code now (the absence of "
+                           f"illumos fix {RETIRED_BUGS[b]}): boot with kernel '2006' "
+                           f"(--kernel 2006) instead")
         if not isinstance(b, str) or b not in KNOWN_BUGS:
             raise BadInput(f"unknown bug {_shown(b)} (known: {', '.join(KNOWN_BUGS)})")
     return p

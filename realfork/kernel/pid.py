@@ -18,10 +18,15 @@ if TYPE_CHECKING:
 
 
 def pid_assign(K: Kernel, fixed: int | None = None, zone: int = 0) -> Proc | None:
-    """Take a /proc slot and a pid for a new proc; None if either is exhausted.
+    """Called with no locks held; takes and drops pidlinklock.  Take a /proc
+    slot and a pid for a new proc; None if either is exhausted.
 
-    The search starts after the last pid handed out (``mpid``), wraps to
-    ``minpid`` at ``maxpid``, and skips pids still in use.  The slot's
+    The search starts after the last pid handed out (``mpid``) and skips
+    pids still in use.  Like illumos's pid_assign, it wraps to ``minpid`` on
+    *reaching* ``maxpid`` (``++mpid == maxpid ? minpid : mpid``): ``maxpid``
+    itself is never handed out, the largest pid is ``maxpid - 1``, and a full
+    cycle is the ``maxpid - minpid`` pids ``minpid .. maxpid - 1``.  (Only a
+    ``fixed`` pid -- sched's 0, init's 1 -- bypasses the search.)  The slot's
     persistent ``p_lock`` is renamed after the new pid.
     """
     slot = K.procs.alloc()  # procentfree
@@ -37,9 +42,9 @@ def pid_assign(K: Kernel, fixed: int | None = None, zone: int = 0) -> Proc | Non
     else:
         pid = -1
         cand = g.mpid
-        for _ in range(g.maxpid - g.minpid + 1):
+        for _ in range(g.maxpid - g.minpid):
             cand += 1
-            if cand > g.maxpid:
+            if cand >= g.maxpid:  # wrap on reaching maxpid, not after it
                 cand = g.minpid
             if not tab[cand].pid_used:
                 pid = cand

@@ -11,14 +11,14 @@ whether to take the fixed path or the 2006 one.  Two profiles:
 
 What each fix changed, where, and what it restores is in
 ``realfork.verify.history`` (above the kernel, with the finding the 2006
-kernel produces and the campaign that finds it) and in docs/fidelity.md.
+kernel produces and the campaign that finds it) and in docs/profiles.md.
 The classic, non-historical mistakes of ``realfork.verify.bugs`` are
 switched on top of either profile.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_KERNEL", "FIXES", "PROFILES", "fixes_of"]
+__all__ = ["DEFAULT_KERNEL", "FIXES", "PROFILES", "RETIRED_BUGS", "fixes_of"]
 
 FIXES: tuple[str, ...] = (
     "6446530",  # cfork: corectl holds taken under the parent's p_lock
@@ -37,6 +37,14 @@ PROFILES: dict[str, frozenset[str]] = {
 }
 
 DEFAULT_KERNEL = "fixed"
+
+RETIRED_BUGS: dict[str, str] = {
+    "fork_fail_under_prlock": "6533743",
+    "zone_set_late": "6439016",
+    "failed_child_not_disowned": "7412",
+}
+"""Seeded bugs of earlier releases that are now the 2006 kernel's own
+behaviour: the name, to the fix whose absence it was."""
 
 
 def fixes_of(profile: str) -> frozenset[str]:

@@ -58,6 +58,7 @@ from .structs import (
     T_FORKALL,
     T_VFPARENT,
     TP_TWAIT,
+    klwp_t,
 )
 from .systab import FORKS, SYSCALLS, SYSNUM, SYS_vfork, SYS_wait
 
@@ -110,9 +111,7 @@ def post_syscall(K: Kernel, t: KThread, exec_done: bool = False) -> None:
     ts = t.s
     p = curproc_t(K, t)
     sysnum = lw.t_sysnum
-    # vfork returned (pid, 0) without error to the thread cfork marked
-    if lw.t_flag & T_VFPARENT and sysnum == SYS_vfork and lw.lwp_rval2 == 0 \
-            and lw.lwp_errno == 0:
+    if vfwait_due(K, lw, sysnum):
         vfwait(K, t, int(lw.lwp_rval1))
     sig_check(K, t, p)
     lw.t_flag &= ~T_FORKALL
@@ -128,6 +127,20 @@ def post_syscall(K: Kernel, t: KThread, exec_done: bool = False) -> None:
                 regs[REG_ST] = lw.lwp_rval2
     lw.t_sysnum = 0
     ts.t_sig_check = 0
+
+
+def vfwait_due(K: Kernel, lw: klwp_t, sysnum: int) -> bool:
+    """Takes no locks (the lwp's own fields).  Is this lwp the parent returning
+    from a successful vfork, which must wait in vfwait for its child?
+
+    The 2006 test is the return values alone: the vfork system call returning
+    (child pid, 0) without error.  Since illumos 6533431 the test also asks
+    for the mark cfork put on the vforking thread (T_VFPARENT), so only that
+    thread can take it; the 2006 kernel never sets the mark."""
+    returned = sysnum == SYS_vfork and lw.lwp_rval2 == 0 and lw.lwp_errno == 0
+    if not K.fixed("6533431"):
+        return returned
+    return returned and bool(lw.t_flag & T_VFPARENT)
 
 
 def sig_check(K: Kernel, t: KThread, p: Proc) -> None:

@@ -8,7 +8,7 @@ import ctypes
 from typing import TYPE_CHECKING
 
 from ..sync.rwlock import RW_READER, RW_WRITER, rw_enter, rw_exit
-from .errno_defs import EAGAIN, ENOMEM
+from .errno_defs import ENOMEM
 from .structs import ASWORDS, NIL, as_t
 
 if TYPE_CHECKING:
@@ -29,10 +29,12 @@ def as_alloc(K: Kernel) -> int:
 
 def as_dup(K: Kernel, src: int) -> tuple[int, int]:
     """Copy address space ``src``: (0, new) or (errno, 0).  ENOMEM is the
-    allocation failure; the fault point may also inject another error."""
+    allocation failure; the fault point may also inject any other error a
+    segment's dup could return (``faults.AS_DUP_ERRNOS``), passed up as is:
+    cfork maps it (ENOMEM kept, the rest EAGAIN)."""
     err = K.faults.should_fail("as_dup")
     if err:
-        return (err if err in (ENOMEM, EAGAIN) else EAGAIN), NIL
+        return err, NIL
     new = as_alloc(K)
     if not new:
         return ENOMEM, NIL

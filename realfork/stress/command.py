@@ -64,6 +64,9 @@ def add_stress_parser(sub: argparse._SubParsersAction) -> None:
                         "the end)")
     s.add_argument("--keep-going", action="store_true",
                    help="after a finding, record it and restart on a fresh kernel")
+    s.add_argument("--swarm", type=float_in(0.0, MAX_SECONDS), default=None, metavar="S",
+                   help="swarm testing: runs of at most S seconds, each on a fresh kernel "
+                        "with a random half of the stressors and fault sites (default off)")
     s.add_argument("--findings", default="findings", metavar="DIR",
                    help="where findings are saved (default ./findings)")
     s.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
@@ -98,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> StressConfig:
             options.setdefault(name, {})[opt] = v
     kw: dict = {"options": options, "ops": args.ops, "seed": args.seed,
                 "boot": boot_params(args), "check_interval": args.check_interval,
-                "keep_going": args.keep_going}
+                "keep_going": args.keep_going, "swarm": args.swarm or 0.0}
     if stressors:
         kw["stressors"] = stressors
     if args.timeout is not None:

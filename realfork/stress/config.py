@@ -50,6 +50,7 @@ class StressConfig:
     boot: dict[str, Any] = field(default_factory=dict)  # realfork.boot parameters
     check_interval: float = 5.0  # seconds between checks while running (0: only at the end)
     keep_going: bool = False  # record findings and restart instead of stopping
+    swarm: float = 0.0  # seconds per swarm run (a random half of stressors and faults); 0 off
 
     def __post_init__(self) -> None:
         self.validate()
@@ -79,6 +80,9 @@ class StressConfig:
         if not _finite(self.check_interval) or not 0 <= self.check_interval <= MAX_TIMEOUT:
             raise BadInput(f"check interval must be a number of seconds in 0..{MAX_TIMEOUT:g}, "
                            f"not {shorten(repr(self.check_interval))}")
+        if not _finite(self.swarm) or not 0 <= self.swarm <= MAX_TIMEOUT:
+            raise BadInput(f"swarm must be a number of seconds in 0..{MAX_TIMEOUT:g}, "
+                           f"not {shorten(repr(self.swarm))}")
         if not isinstance(self.keep_going, bool):
             raise BadInput("keep_going must be true or false, "
                            f"not {shorten(repr(self.keep_going))}")
@@ -139,10 +143,14 @@ class StressConfig:
         noise = kp.get("noise") or {}
         extra = [f"backend {kp.get('backend', 'threads')}", f"seed {self.seed}",
                  f"noise {noise.get('mode', 'off')}"]
+        if kp.get("kernel", "fixed") != "fixed":
+            extra.append(f"kernel {kp['kernel']}")
         if kp.get("bugs"):
             extra.append("bugs " + ",".join(kp["bugs"]))
         if kp.get("faults"):
             extra.append("faults " + ",".join(kp["faults"]))
+        if self.swarm:
+            extra.append(f"swarm {self.swarm:g} s")
         budget = f"{self.timeout:g} s" + (f" or {self.ops} ops" if self.ops else "")
         return f"{inst}; {budget}; " + ", ".join(extra)
 

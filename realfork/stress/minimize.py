@@ -348,6 +348,8 @@ def describe_lines(cfg: StressConfig) -> list[str]:
                 f"noise {noise}", f"faults {faults}", f"lockdep {kp.get('lockdep', 'warn')}",
                 f"checks every {cfg.check_interval:g} s" if cfg.check_interval
                 else "checks at the end", f"seed {cfg.seed}"]
+    if kp.get("kernel", "fixed") != "fixed":
+        settings.append(f"kernel {kp['kernel']}")
     if kp.get("bugs"):
         settings.append("bugs " + ",".join(kp["bugs"]))
     return [f"stressors: {stressors}",

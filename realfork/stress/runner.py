@@ -1,7 +1,17 @@
 """The stress runner: boot, run every stressor instance, watch, check, report.
 
 One campaign is one or more *runs* (more only with ``keep_going``: after a
-finding the kernel is shut down and a fresh one boots with the next seed).
+finding the kernel is shut down and a fresh one boots with the next seed; or
+with ``swarm``, below).
+
+Swarm testing (``swarm`` seconds, after Groce et al., "Swarm Testing", 2012):
+every run lasts at most ``swarm`` seconds and uses a random half of the
+configured stressors and of the fault sites, drawn from the run's seed; then
+the next seed boots a fresh kernel with another half.  A bug that one
+stressor or fault finds quickly no longer hides, run after run, the bugs that
+need the machine without it (with everything on, a fast panic ends every run
+before a slower deadlock can form); each run is still exactly reproducible
+from its seed.
 During a run the supervisor thread polls the kernel every ``POLL`` seconds:
 
 * it drains the probe ring, attributes every event to the stressor instance
@@ -28,6 +38,7 @@ signal ended the campaign.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -94,6 +105,19 @@ class _Attribution:
         return {pid for pid, i in self.owner.items() if self.instances[i][0] in names}
 
 
+def swarm_subset(instances: list[tuple[str, dict[str, int]]], faults: dict[str, Any],
+                 seed: int) -> tuple[list[tuple[str, dict[str, int]]], dict[str, Any]]:
+    """The stressors and fault sites one swarm run uses: each stressor (all its
+    instances) and each fault site kept with probability 1/2, at least one
+    stressor, chosen by ``seed`` alone (a replay of the run's seed gets the
+    same subset)."""
+    rng = random.Random(f"swarm:{seed}")
+    names = list(dict.fromkeys(name for name, _ in instances))
+    keep = {n for n in names if rng.random() < 0.5} or {rng.choice(names)}
+    sites = {site: knobs for site, knobs in sorted(faults.items()) if rng.random() < 0.5}
+    return [i for i in instances if i[0] in keep], sites
+
+
 class StressRun:
     """One campaign (see the module docstring)."""
 
@@ -128,7 +152,9 @@ class StressRun:
             try:
                 while not sig.signum:
                     found = self._one_run(seed, t0, deadline)
-                    if not found or not cfg.keep_going or time.monotonic() >= deadline:
+                    if time.monotonic() >= deadline or self.stop_requested():
+                        break
+                    if not (cfg.keep_going and found) and not cfg.swarm:
                         break
                     seed += 1  # a fresh kernel with the next seed
             except KeyboardInterrupt:
@@ -151,12 +177,17 @@ class StressRun:
         cfg = self.cfg
         params = cfg.kernel_params()
         params["seed"] = seed
-        program = parse(compose(self.instances, seed))
+        instances = self.instances
+        if cfg.swarm:
+            instances, params["faults"] = swarm_subset(instances, params.get("faults", {}),
+                                                       seed)
+            deadline = min(deadline, time.monotonic() + cfg.swarm)
+        program = parse(compose(instances, seed))
         self.runs += 1
         with boot(**params) as system:
             self.system = system
             self.kernels.append(system.name)
-            attr = _Attribution(self.instances)
+            attr = _Attribution(instances)
             g = system.K.g
             g.sysprobes = 1
             lockstat.enable(system.dom)

@@ -86,38 +86,6 @@ CATALOGUE: tuple[Bug, ...] = (
         r"\(_clear_holdlwp\)",
         "ASSERT(MUTEX_HELD(&p->p_lock)) where t_proc_flag changes",
         _cfg({"vfork": 1}, timeout=10.0)),
-    Bug("fork_fail_under_prlock",
-        "after as_dup fails, fork_fail takes the file lock while the parent still holds "
-        "P_PR_LOCK, against a /proc controller that holds the file lock and waits for "
-        "P_PR_LOCK",
-        "illumos 6533743",
-        "realfork.kernel.fork._bug_fork_fail_under_prlock (_as_dup_failed, cfork step 7)",
-        "deadlock",
-        r"deadlock: fcnt_add, sprlock on f_tlock, pr_pid_cv",
-        "deadlines and the wait-for cycle (P_PR_LOCK waiters name its holder)",
-        _cfg({"proc": 2}, {"proc": {"victims": 2, "hold_ms": 0}},
-             faults={"as_dup": {"probability": 50}}),
-        timing=True),
-    Bug("zone_set_late",
-        "the child's p_zone is set after pid_assign made it visible to prfind, so a "
-        "lookup that follows it finds NULL",
-        "illumos 6439016", "realfork.kernel.fork._bug_zone_set_late (getproc step 2)", "panic",
-        r"panic: NULL pointer dereference: p_zone of pid N \(stat N\) \(prfind\)",
-        "prfind follows the proc's p_zone (prfind_zone's zone comparison)",
-        _cfg({"fork": 2, "probe": 1}),
-        timing=True),
-    Bug("failed_child_not_disowned",
-        "a failed fork frees the child without taking it off its parent's child and orphan "
-        "lists (newproc's mistake, on the failure path cfork shares with it)",
-        "illumos 7412",
-        "realfork.kernel.fork._bug_failed_child_not_disowned "
-        "(disown_proc, in _free_failed_child: newproc, forklwperr)",
-        "panic",
-        r"panic: stale reference: p_(child|orphan|sibling|nextorph) on pid N's "
-        r"(child|orphan) list names proc slot N, which is not its (child|orphan) "
-        r"\(freed or reused\) \(.*\)",
-        "family pointers are checked when followed (a freed or reused slot is stale)",
-        _cfg({"fork": 1}, faults={"forklwp": {"probability": 20}}, timeout=10.0)),
     Bug("relvm_parent_first",
         "relvm takes the parent's p_lock before the child's, against the declared order",
         "classic mistake", "realfork.kernel.fork._bug_relvm_parent_first (relvm)", "lock-order",

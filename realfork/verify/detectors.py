@@ -42,7 +42,8 @@ DETECTORS: tuple[Detector, ...] = (
              "a process returns to user mode on an address space its vfork child still "
              "borrows"),
     Detector("forklwp_source_check", "realfork.kernel.detect.forklwp_source_check", "panic",
-             "forklwp copies an lwp that is neither the caller nor held at a hold point"),
+             "forklwp copies an lwp that is neither the caller nor held at a hold point "
+             "(SUSPENDED with lwp_asleep == 0)"),
     Detector("zone_of", "realfork.kernel.detect.zone_of", "panic",
              "a proc's p_zone followed while it is NULL"),
     Detector("stale_reference", "realfork.kernel.detect.stale_reference", "panic",

@@ -43,7 +43,8 @@ Quiescence.  The kernel is quiescent when
   ``p_poolcnt``, SHOLDFORK/SHOLDFORK1 while it holds the others, SFORKING,
   ``fork_fail_pending`` while a failed fork is punished), an exit or exec
   (SEXITLWPS, ``p_poolcnt``, P_PR_EXEC), the end of a vfork wait (an lwp
-  with T_VFPARENT whose process no longer has SVFWAIT).  Such a state counts
+  with T_VFPARENT, or in the 2006 kernel one returning from vfork, whose
+  process no longer has SVFWAIT).  Such a state counts
   only while some thread of the process (of its parent, for an SIDL child;
   any forker or p0 thread, for the global counters) sleeps in the kernel,
   i.e. could be the one carrying the operation out.  When every thread of
@@ -107,6 +108,7 @@ from ..kernel.structs import (
     T_VFPARENT,
     proc_t,
 )
+from ..kernel.syscall import vfwait_due
 from ..kernel.systab import FORKS
 from ..sync.condvar import cv_broadcast
 from ..sync.kthread import _cpu
@@ -231,8 +233,9 @@ def _scan(K: Kernel, me: int) -> tuple[Fingerprint | None, str]:
             if lw.t_procp:
                 busy.add(lw.t_procp)
             continue  # (the rest of its klwp may be stale)
-        if lw.t_flag & T_VFPARENT:
-            vfparent.add(lw.t_procp)
+        if lw.t_flag & T_VFPARENT or (not K.fixed("6533431")
+                                      and vfwait_due(K, lw, lw.t_sysnum)):
+            vfparent.add(lw.t_procp)  # the 2006 kernel has no mark: the return values
         if w == pause_w:
             continue
         if lw.t_procp:
