@@ -5,8 +5,8 @@
 
 ``coreadm PID, N`` gives process ``PID`` (0: the caller) the core-file
 pattern and content ``N``.  As illumos's ``set_proc_info`` does, the new
-objects are swapped in under the target's ``p_lock`` and the old ones are
-released after it is dropped; the last release frees an object.  fork reads
+objects are swapped in under pidlock and the target's ``p_lock``, and the
+old ones are released after; the last release frees an object.  fork reads
 the parent's pointers and holds them (cfork step 13): without the parent's
 ``p_lock`` (the 2006 code), a coreadm in between frees the object the fork
 is about to hold (6446530).
@@ -52,7 +52,6 @@ from .structs import (
     LWP_STOPPED,
     SIDL,
     SSYS,
-    SZOMB,
 )
 
 if TYPE_CHECKING:
@@ -69,51 +68,45 @@ def sys_coreadm(K: Kernel, t: KThread, p: Proc, pid: int, value: int) -> Result:
     """Called with no locks held (system call entry).  Give process ``pid``
     (0: the caller) core-file pattern and content ``value``.
 
-    Locks: pidlock to find the target, its p_lock (taken before pidlock is
-    dropped, so that it cannot be freed meanwhile) for the swap; the old
-    objects are released with no lock held."""
+    Locks: pidlock to find the target, then its p_lock for the swap (as
+    illumos's set_proc_info and set_one_proc_info); the old objects are
+    released with neither held.  illumos sets the pattern or the content in
+    one call and takes ``pid`` 0 for the caller's process group; realfork
+    sets both, for the caller."""
     if value < 0:
         return EINVAL, 0, 0
     path = corectl_alloc(K, CORECTL_PATH, value)
     content = corectl_alloc(K, CORECTL_CONTENT, value)
-    if not path or not content:
-        corectl_path_rele(K, path)
-        corectl_content_rele(K, content)
-        return EAGAIN, 0, 0
-    if pid == 0 or pid == p.s.p_pid:
-        q = p
-        mutex_enter(q.p_lock)
-    else:
+    err = 0 if path and content else EAGAIN
+    old_path = old_content = 0
+    if not err:
         mutex_enter(K.pidlock)
-        found = prfind(K, pid)
-        # A child in SIDL is fork's to set up, a zombie is being freed, and
-        # a kernel process has no core file.
-        if found is None or found.s.p_stat in (SIDL, SZOMB) or found.s.p_flag & SSYS:
-            mutex_exit(K.pidlock)
-            corectl_path_rele(K, path)
-            corectl_content_rele(K, content)
-            return ESRCH, 0, 0
-        q = found
-        mutex_enter(q.p_lock)
+        q = p if pid in (0, p.s.p_pid) else prfind(K, pid)
+        if q is None or q.s.p_stat == SIDL:  # a child in SIDL is fork's to set up
+            err = ESRCH
+        else:
+            mutex_enter(q.p_lock)
+            me = crgetruid(K, p.s.p_cred)
+            if q.s.p_flag & SSYS or (me != 0 and me != crgetruid(K, q.s.p_cred)):
+                err = EPERM  # a kernel process has no core file
+            else:
+                # The swap, under the target's p_lock: a fork of the target
+                # reads and holds the pointers under the same lock (cfork
+                # step 13), so it holds either the old objects before they
+                # are released below or the new ones.  A fork that read the
+                # old pointer without p_lock (the 2006 code) may hold it
+                # after the release below has freed it.
+                old_path, q.s.p_corefile = q.s.p_corefile, path
+                old_content, q.s.p_content = q.s.p_content, content
+                path = content = 0
+            mutex_exit(q.p_lock)
         mutex_exit(K.pidlock)
-    me = p.s.p_cred
-    if crgetruid(K, me) != 0 and crgetruid(K, me) != crgetruid(K, q.s.p_cred):
-        mutex_exit(q.p_lock)
-        corectl_path_rele(K, path)
-        corectl_content_rele(K, content)
-        return EPERM, 0, 0
-    # The swap, under the target's p_lock: a fork of the target reads and
-    # holds the pointers under the same lock (cfork step 13), so it holds
-    # either the old objects before they are released here or the new ones.
-    # The release needs no lock: the target no longer names the old objects.
-    # A fork that read the old pointer without p_lock (the 2006 code) may
-    # hold it after the release below has freed it.
-    old_path, q.s.p_corefile = q.s.p_corefile, path
-    old_content, q.s.p_content = q.s.p_content, content
-    mutex_exit(q.p_lock)
-    corectl_path_rele(K, old_path)
-    corectl_content_rele(K, old_content)
-    return 0, 0, 0
+    # The old objects (or the new ones, on failure) are nobody's now.
+    for obj in (path, old_path):
+        corectl_path_rele(K, obj)
+    for obj in (content, old_content):
+        corectl_content_rele(K, obj)
+    return err, 0, 0
 
 
 def sys_zone_create(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
