@@ -205,12 +205,13 @@ def _lwps_asleep_stopped(pid: int, n: int, stopped: Callable[[Any], bool]) -> Ca
 
 def prstopped(pid: int, n: int = 1) -> Callable[[Any], bool]:
     """A gate: ``n`` lwps of process ``pid`` are stopped by /proc
-    (PR_REQUESTED: a /proc stop request, such as stop on exit from fork, or
-    a forking holder's stop in sympathy with one) and asleep there: exactly
-    the stop ``prrun`` releases (``pr_setrun``)."""
-    from realfork.kernel.structs import PR_REQUESTED
+    (PR_SYSEXIT: the forking lwp's stop on exit from a traced fork;
+    PR_REQUESTED: a /proc stop request, such as the other lwps' stop on exit
+    from fork, or a forking holder's stop in sympathy with one) and asleep
+    there: exactly the stops ``prrun`` releases (``pr_setrun``)."""
+    from realfork.kernel.structs import PR_REQUESTED, PR_SYSEXIT
 
-    return _lwps_asleep_stopped(pid, n, lambda lw: lw.t_whystop == PR_REQUESTED)
+    return _lwps_asleep_stopped(pid, n, lambda lw: lw.t_whystop in (PR_REQUESTED, PR_SYSEXIT))
 
 
 def suspended(pid: int, n: int) -> Callable[[Any], bool]:

@@ -1743,3 +1743,60 @@ def test_sigkill_ends_a_proc_stopped_process() -> None:
     grandchild:
         exit 0
     """, {63: prstopped(4, 1)}) == 128 + SIGKILL
+
+
+# -- DTrace and shared memory ------------------------------------------------------------------
+
+
+def test_dtrace_helper_counts_the_helpers_a_fork_child_inherits() -> None:
+    assert status("""
+        dtrace_helper           ; rv = 1
+        bne rv, 1, bad
+        fork1
+        beq rv, 0, child
+        wait
+        exit st
+    child:
+        dtrace_helper           ; the helpers fork copied one: rv = 2
+        exit rv
+    bad:
+        exit 99
+    """) == 2
+
+
+def test_shmat_counts_the_attachments_a_fork_child_inherits() -> None:
+    assert status("""
+        shmat
+        shmat                   ; rv = 2
+        bne rv, 2, bad
+        fork1
+        beq rv, 0, child
+        wait
+        exit st
+    child:
+        shmat                   ; shmfork copied two: rv = 3
+        exit rv
+    bad:
+        exit 99
+    """) == 3
+
+
+def test_usdt_enable_counts_tracepoints_and_tears_them_down() -> None:
+    assert status("""
+        getpid
+        mov r5, rv
+        usdt_enable r5, 1       ; no USDT provider yet
+        bne err, ENOENT, bad
+        dtrace_helper
+        usdt_enable r5, 1
+        usdt_enable r5, 1       ; rv = 2 tracepoints
+        bne rv, 2, bad
+        usdt_enable r5, 0
+        exit rv                 ; 1 left
+    bad:
+        exit 99
+    """) == 1
+
+
+def test_usdt_enable_of_a_missing_pid_fails_with_esrch() -> None:
+    assert status("usdt_enable 999, 1\n exit err") == ESRCH

@@ -4,7 +4,7 @@ tracing and stop on exit from fork; and the proc provider's probes."""
 from __future__ import annotations
 
 import pytest
-from helpers import boot_checked, opening, proc_of, prstopped
+from helpers import boot_checked, lwp_in_syscall, opening, proc_of, prstopped
 
 from realfork.kernel.structs import P_PR_FORK, P_PR_STOPFORK, P_PR_TRACE
 
@@ -32,7 +32,11 @@ def test_stop_on_exit_from_fork_until_prrun() -> None:
 
 
 def test_stopped_child_is_released_by_prrun() -> None:
-    with boot_checked() as system:
+    # The controller sets the flags only once the parent is past its fork1
+    # and asleep in wait: set while the parent is still on its way out of
+    # fork1, they would stop it there (PR_SYSEXIT) with nobody to run it.
+    gates = {63: lambda K: lwp_in_syscall(K, 1, 1, "wait")}
+    with boot_checked() as system, opening(system.K, gates):
         r = system.run("""
             fork1
             beq rv, 0, controller
@@ -40,6 +44,9 @@ def test_stopped_child_is_released_by_prrun() -> None:
             wait                    ; until the controller is done with us
             exit st
         controller:
+            sleep 1
+            load r0, 63             ; the gate: the parent is asleep in wait
+            beq r0, 0, controller
             getppid
             mov r5, rv
             prstopfork r5, 1        ; the parent's children stop on exit from fork
@@ -58,7 +65,9 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
     def both_stopped(K) -> bool:  # init and its child (pid 5), on exit from fork
         return prstopped(1, 1)(K) and prstopped(5, 1)(K)
 
-    gates = {63: flags_set, 62: both_stopped}  # in that order
+    # in that order; the controller sets the flags only once init is past
+    # its first fork1 (set earlier, they would stop init on its way out of it)
+    gates = {63: lambda K: lwp_in_syscall(K, 1, 1, "sleep"), 62: flags_set, 61: both_stopped}
     with boot_checked() as system, opening(system.K, gates):
         r = system.run("""
             fork1
@@ -66,7 +75,7 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
             mov r6, rv
         flags:
             sleep 1
-            load r0, 63             ; the gate: the controller has set our tracing flags
+            load r0, 62             ; the gate: the controller has set our tracing flags
             beq r0, 0, flags
             fork1                   ; we and our child both stop on exit from fork
             beq rv, 0, child
@@ -80,13 +89,16 @@ def test_fork_child_stops_and_prrun_starts_it() -> None:
         child:
             exit 10
         controller:
+            sleep 1
+            load r0, 63             ; the gate: init is past its first fork1
+            beq r0, 0, controller
             getppid
             mov r4, rv
             prfork r4, 1            ; the parent's children inherit its tracing
             prstopfork r4, 1        ; and the parent stops on exit from fork
         stopped:
             sleep 1
-            load r0, 62             ; the gate: the parent and its child have stopped
+            load r0, 61             ; the gate: the parent and its child have stopped
             beq r0, 0, stopped
             prrun r4
             exit 0

@@ -72,6 +72,9 @@ main:   fork1
         prfork r1, 1
         prstopfork 4, 0
         prrun r1
+        dtrace_helper
+        usdt_enable r1, 0
+        shmat
 child:  exit 1
 end:
 """

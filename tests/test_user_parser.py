@@ -189,6 +189,10 @@ SAMPLES: dict[str, list[tuple[str, tuple[object, ...]]]] = {
     "prfork": [("prfork r1, 1", (Reg("r1"), Imm(1))), ("prfork 3, r0", (Imm(3), Reg("r0")))],
     "prstopfork": [("prstopfork r1, 0", (Reg("r1"), Imm(0)))],
     "prrun": [("prrun r1", (Reg("r1"),))],
+    "dtrace_helper": [("dtrace_helper", ())],
+    "usdt_enable": [("usdt_enable r1, 1", (Reg("r1"), Imm(1))),
+                    ("usdt_enable 3, r0", (Imm(3), Reg("r0")))],
+    "shmat": [("shmat", ())],
     "coreadm": [("coreadm 0, 5", (Imm(0), Imm(5))), ("coreadm r1, r2", (Reg("r1"), Reg("r2")))],
     "zone_create": [("zone_create", ())],
 }

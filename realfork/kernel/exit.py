@@ -262,12 +262,14 @@ def freeproc(K: Kernel, p: Proc) -> None:
     # may still hold the zombie with P_PR_LOCK; freeing the slot under it
     # would leave the controller holding a reused proc.  The wait is on
     # pr_pid_cv under p_lock (pidlock -> p_lock, the declared order); the
-    # release of P_PR_LOCK broadcasts it.
+    # release of P_PR_LOCK signals it.
     mutex_enter(p.p_lock)
-    while s.p_proc_flag & P_PR_LOCK:
-        from ..sync.condvar import cv_wait
+    if s.p_proc_flag & P_PR_LOCK:
+        from ..sync.condvar import cv_signal, cv_wait
 
-        cv_wait(p.pr_pid_cv, p.p_lock, patient=True, waker=s.p_prowner)
+        while s.p_proc_flag & P_PR_LOCK:
+            cv_wait(p.pr_pid_cv, p.p_lock, patient=True, waker=s.p_prowner)
+        cv_signal(p.pr_pid_cv)  # sprunlock wakes one: pass it on to any other waiter
     mutex_exit(p.p_lock)
     upcount_dec(K, crgetruid(K, s.p_cred), crgetzoneid(K, s.p_cred))
     crfree(K, s.p_cred)

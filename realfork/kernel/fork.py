@@ -17,8 +17,9 @@ took them the other way round would deadlock against either.  P_PR_LOCK
 (/proc's hold on a process) is not a mutex but a flag waited for on
 ``pr_pid_cv`` with p_lock held; nothing may wait for a mutex while it holds
 P_PR_LOCK if a /proc controller could hold that mutex and wait for
-P_PR_LOCK (the 6533743 deadlock, see fork_fail).  See docs/kernel.md, "Lock
-orders".
+P_PR_LOCK (the 6533743 deadlock, see fork_fail), nor for dtrace_lock or
+mod_lock, which a DTrace consumer holds while it sprlocks (6556673, cfork
+step 7).  See docs/kernel.md, "Lock orders".
 
 Seeded bugs (``K.bug(name)``, realfork.verify.bugs) enter the code by one
 line each and live in the last section of this module, off the path the
@@ -38,6 +39,7 @@ from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_enter_nested, mutex_exit
 from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
 from .detect import assert_held, forklwp_source_check, proc_link
+from .dtrace import dtrace_fasttrap_fork, dtrace_helpers_fork, shmfork
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
 from .faults import RCTL_DUP_MAX_RETRIES
 from .lwp import continuelwps, holdlwps, lwp_create, lwp_create_done, start_lwp
@@ -52,7 +54,7 @@ from .pid import (
     upcount_inc,
 )
 from .proc import Proc
-from .procfs import prbarrier, sprlock_proc, sprunlock
+from .procfs import pr_watch_active, prbarrier, prrelvm, sprlock_proc, sprunlock
 from .resources import (
     VN_HOLD,
     VN_RELE,
@@ -82,7 +84,7 @@ from .resources import (
     task_rele,
 )
 from .session import pgjoin, sess_hold
-from .sig import aston, sigdefault
+from .sig import aston, sigdefault, thread_lock, thread_unlock, ts_start
 from .structs import (
     NIL,
     P_PR_ASYNC,
@@ -251,18 +253,40 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         if err:
             return _as_dup_failed(K, t, p, cp, err)
         cs.p_as = new_as
-        mutex_enter(p.p_lock)  # fork.c:295
-        s.p_flag &= ~SFORKING  # fork.c:296
-        sprunlock(K, p)  # drops p_lock (fork.c:297)
+        # The fork hooks.  The child's copy of the text still carries the
+        # parent's enabled USDT tracepoints: dtrace_fasttrap_fork takes them
+        # out, still under P_PR_LOCK, so that no consumer adds or removes one
+        # in the parent meanwhile.  Then P_PR_LOCK goes, and only then do
+        # shmfork and the helpers fork run, with SFORKING still set.
+        #
+        # The helpers fork takes dtrace_lock, dtrace_meta_lock and mod_lock;
+        # a DTrace consumer holds dtrace_lock (and, tearing a provider down,
+        # mod_lock) while it sprlocks the process whose tracepoints it
+        # writes.  Run under P_PR_LOCK, as in 2006, the helpers fork waits for
+        # a consumer that waits for our P_PR_LOCK: the parent, the consumer
+        # and every later /proc controller of the parent hang for good
+        # (illumos 6556673, and 6871629 the three-way form through mod_lock).
+        if not K.fixed("6556673"):
+            _fork_hooks_under_prlock(K, p, cp)
+        else:
+            if s.p_dtrace_count > 0:  # fork.c:282
+                dtrace_fasttrap_fork(K, p, cp)
+            mutex_enter(p.p_lock)  # fork.c:295
+            sprunlock(K, p)  # drops p_lock; SFORKING stays set (fork.c:297)
+            if s.p_segacct:  # fork.c:274
+                shmfork(K, p, cp)
+            if s.p_dtrace_helpers:  # fork.c:290
+                dtrace_helpers_fork(K, p, cp)
+            mutex_enter(p.p_lock)
+            s.p_flag &= ~SFORKING  # fork.c:296
+            mutex_exit(p.p_lock)
     # 8. Duplicate the resource controls.  The copy's entries are allocated
     # outside rcs_lock (an allocation may sleep), so the loop re-checks under
     # the lock that the set has not grown meanwhile, and duplicates while
     # still holding it.  The rctl_dup fault site plays the set growing; it
     # can add at most RCTL_DUP_MAX_RETRIES rounds, as a real set only grows
     # so far, so a site that always fails cannot spin the fork forever.
-    dup = rctl_set_create(K)  # fork.c:303
-    if not dup:
-        return _forklwperr(K, t, p, cp, isvfork, "rctl_dup")
+    dup = rctl_set_create(K)  # cannot fail (KM_SLEEP; the table cannot fill) (fork.c:303)
     grew = 0
     while True:
         need = rctl_set_dup_prealloc(K, s.p_rctls)  # fork.c:305
@@ -333,10 +357,19 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         mutex_exit(p.p_lock)
     # 14. /proc's stop on exit from fork: every child lwp if the child
     # inherited it, every parent lwp if the parent asked (and not async).
+    # t_proc_flag changes only under its process's p_lock, the child's as
+    # much as the parent's (the seed takes the child's here).  The child is
+    # still invisible, but its clones have had their OS threads since step
+    # 11, and every other reader and writer of t_proc_flag goes by p_lock;
+    # an unlocked |= is a read-modify-write that can lose a concurrent
+    # change to another bit of the word, or be lost to it (the 6361360
+    # mistake of step 5, in the child).
     if cs.p_proc_flag & P_PR_STOPFORK:  # fork.c:435
+        mutex_enter(cp.p_lock)
         for ct in cp.threads():
             K.lwps[ct.slot].t_proc_flag |= TP_PRSTOP
             aston(ct)
+        mutex_exit(cp.p_lock)
     if s.p_proc_flag & P_PR_STOPFORK and not s.p_proc_flag & P_PR_ASYNC:  # fork.c:451
         mutex_enter(p.p_lock)
         for pt in p.threads():
@@ -362,8 +395,10 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         ctl = K.lwps[ct.slot]
         if ctl.t_proc_flag & TP_HOLDLWP:
             lwp_create_done(K, ct, cp)  # fork.c:497
-        else:
-            ctl.t_schedflag |= TS_CREATE  # fork.c:501
+        else:  # TS_CREATE lets continuelwps start it (fork.c:501)
+            thread_lock(K, ct)
+            ts_start(K, ct, TS_CREATE)
+            thread_unlock(K, ct)
     mutex_exit(cp.p_lock)  # fork.c:508
     if isvfork:
         K.g.sysvfork += 1  # fork.c:511
@@ -684,15 +719,21 @@ def _as_dup_failed(K: Kernel, t: KThread, p: Proc, cp: Proc, err: int) -> Result
 
 
 def forklwp_fail(K: Kernel, cp: Proc) -> None:
-    """Called with no locks held: the child is invisible (SIDL), so nobody
-    else walks its lwp list.  Free the clones of a failed fork."""
+    """Called with no locks held; takes pidlock once per clone.  Free the
+    clones of a failed fork.  The child is invisible (SIDL), so nobody else
+    walks its lwp list and no p_lock is needed for it; but each clone is
+    also on the system-wide list of kernel threads, which other threads
+    walk, so it comes off that list under pidlock, one clone at a time
+    (fork.c:695-700), not with pidlock held across the whole loop."""
     cs = cp.s
     for ct in cp.threads():  # fork.c:664
         lw = K.lwps[ct.slot]
         cs.p_lwpcnt -= 1  # fork.c:672
         lwp_count_release(K, cs.p_task, cs.p_zone)  # fork.c:676
         lw.t_procp = NIL
-        K.dom.kthread_free(ct)  # fork.c:695 fork.c:716
+        mutex_enter(K.pidlock)  # fork.c:695: off the all-threads list (the kthread table)
+        K.dom.kthread_free(ct)  # fork.c:716
+        mutex_exit(K.pidlock)
     cs.p_tlist = NIL  # fork.c:668
 
 
@@ -837,18 +878,27 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)  # fork.c:828
     if prepare is not None:
         prepare(K, cp, ct)
-    # Publish it under pidlock (its parent's group, SRUN), give the lwp its
-    # OS thread, and set it running under the child's p_lock.
+    # Give the lwp its OS thread, publish the child under pidlock (its
+    # parent's group, SRUN), and set it running under the child's p_lock.
+    #
+    # As the seed does, the child's p_lock is taken inside pidlock
+    # (pidlock -> p_lock) and lwp_create_done runs under both: from the
+    # pgjoin that makes the child findable to the moment its lwp may run,
+    # pidlock is never let go, so no lookup (prfind, a signal to the process
+    # group, /proc) sees it SRUN but with its lwp still held, and its exit
+    # (which needs pidlock) cannot begin before it has been set running.  The
+    # lwp's OS thread is started first, with no lock held: starting it may
+    # wait for a host, and it only waits, stopped, for lwp_create_done.
     cs.p_lwpid = 1  # fork.c:836
+    start_lwp(K, ct)
     mutex_enter(K.pidlock)  # fork.c:837
     pgjoin(K, cp, pp.s.p_pgrp)
     cs.p_stat = SRUN
-    mutex_exit(K.pidlock)  # fork.c:844
-    start_lwp(K, ct)
     mutex_enter(cp.p_lock)  # fork.c:840
     K.lwps[ct.slot].t_proc_flag &= ~TP_HOLDLWP
     lwp_create_done(K, ct, cp)  # fork.c:842
     mutex_exit(cp.p_lock)
+    mutex_exit(K.pidlock)  # fork.c:844
     K.fire("proc:::create", cs.p_pid, 1, pp.s.p_pid, 3, 1)
     return cp  # fork.c:845
 
@@ -863,6 +913,11 @@ def relvm(K: Kernel, t: KThread, p: Proc) -> None:
     from .vm import as_free
 
     s = p.s
+    # exit and exec have made the caller the only lwp (exit has already
+    # taken it off p_tlist: 0).  A second lwp would still run on the
+    # address space about to be given back or freed.
+    assert 0 <= s.p_lwpcnt <= 1, f"relvm: pid {s.p_pid} has {s.p_lwpcnt} lwps"  # fork.c:1122
+    prrelvm(K, p)  # /proc: the watchpoints go with the address space (fork.c:1124)
     if s.p_flag & SVFORK:  # fork.c:1126
         pp = K.proc(s.p_parent)  # fork.c:1127
         # The delicate manoeuvre.  Once SVFORK is clear the parent is free
@@ -929,12 +984,17 @@ def _vfork_hand_back(K: Kernel, t: KThread, p: Proc, pp: Proc) -> None:
     s.p_as = K.g.kas  # fork.c:1163
     # fork.c:1175
     pp.s.p_brksize, pp.s.p_stksize = s.p_brksize, s.p_stksize  # the child may have grown
-    if pp.s.p_wpage:  # the parent's watched pages go back to the address space (fork.c:1184)
-        a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
     K.fire("proc:::relvm", s.p_pid, K.lwps[t.slot].t_tid, pp.s.p_pid)
     if K.bug("relvm_lost_wakeup"):
         return _bug_relvm_lost_wakeup(K, p, pp)
+    # The parent no longer waits: SVFWAIT is cleared here and only here (as
+    # in the seed; vfwait leaves it alone), with the parent's p_lock
+    # held and /proc known to be off the parent, which is also what makes
+    # it safe to put the parent's stashed watched pages back into the
+    # address space (vfwait re-applies their protections).
     pp.s.p_flag &= ~SVFWAIT  # fork.c:1183
+    if pp.s.p_wpage:  # the parent's watched pages go back to the address space (fork.c:1184)
+        a.a_wpage, pp.s.p_wpage = pp.s.p_wpage, 0
     cv_signal(pp.p_cv)  # signal, not broadcast: the parent's other lwps are held (fork.c:1190)
     mutex_exit(pp.p_lock)  # fork.c:1191
     mutex_exit(p.p_lock)
@@ -1007,17 +1067,19 @@ def vfwait(K: Kernel, t: KThread, pid: int) -> None:
         else:
             cv_wait(pp.p_cv, pp.p_lock, patient=True, waker=waker, stuck=stuck)
         mutex_exit(pp.p_lock)  # fork.c:1282
-    # The address space is the parent's alone again: re-apply the watch
-    # protections, then, after waiting out /proc, restart the other lwps.
-    a = K.ases.slots[pp.s.p_as - 1]
-    if pp.s.p_wcount:  # fork.c:1286
+    # The address space is the parent's alone again.  relvm has put the
+    # watched pages back (a_wpage) and cleared SVFWAIT; what is left is
+    # as_setwatch, re-applying their page protections, under the address
+    # space's lock as writer and no mutex, as the seed does.  The model has
+    # no page protections (docs/kernel.md, "What is simpler than illumos"),
+    # so only the lock is taken, where and when illumos takes it.  Then,
+    # after waiting out /proc, the other lwps are restarted.
+    if pr_watch_active(K, pp):  # fork.c:1286
         lk = K.a_lock(pp.s.p_as)
         rw_enter(lk, RW_WRITER)
-        a.a_wpage = a.a_wpage
-        rw_exit(lk)
+        rw_exit(lk)  # as_setwatch: no protections to re-apply
     mutex_enter(pp.p_lock)  # fork.c:1293
     prbarrier(K, pp)
-    pp.s.p_flag &= ~SVFWAIT
     lw.t_flag &= ~T_VFPARENT
     continuelwps(K, pp)  # fork.c:1295
     mutex_exit(pp.p_lock)
@@ -1080,6 +1142,25 @@ def _2006_fork_fail_under_prlock(K: Kernel, t: KThread, p: Proc, cp: Proc, err: 
     sprunlock(K, p)  # drops p_lock
     return _forkerr(K, p, K.lwps[t.slot].t_tid, _as_dup_errno(err), "as_dup")
 
+
+@_seeded_in("cfork")
+def _fork_hooks_under_prlock(K: Kernel, p: Proc, cp: Proc) -> None:
+    """Called with P_PR_LOCK held on ``p`` and no mutex; returns with neither.
+    The 2006 order of cfork step 7's hooks (fork.c:273-297): shmfork and the
+    helpers fork run under the parent's P_PR_LOCK, with SFORKING, and only
+    then is P_PR_LOCK dropped.  The helpers fork waits for dtrace_lock (and
+    mod_lock) while a DTrace consumer holding them may wait for this
+    P_PR_LOCK in fasttrap_pid_enable: a deadlock (illumos 6556673, 6871629)."""
+    s = p.s
+    if s.p_segacct:  # fork.c:274
+        shmfork(K, p, cp)
+    if s.p_dtrace_count > 0:  # fork.c:282
+        dtrace_fasttrap_fork(K, p, cp)
+    if s.p_dtrace_helpers:  # fork.c:290
+        dtrace_helpers_fork(K, p, cp)  # dtrace_lock, under P_PR_LOCK
+    mutex_enter(p.p_lock)  # fork.c:295
+    s.p_flag &= ~SFORKING  # fork.c:296
+    sprunlock(K, p)  # drops p_lock (fork.c:297)
 
 
 def _preemption_point(K: Kernel, t: KThread) -> None:

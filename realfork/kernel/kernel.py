@@ -61,8 +61,11 @@ def dir_sizes(maxlwps: int) -> list[int]:
 
 
 def dir_capacity(k: int, sizes: list[int], nproc: int, maxlwps: int) -> int:
+    """Blocks of directory size class ``k``.  Class 0 (two entries) cannot
+    fill: every proc slot holds one block at most, and only exec holds a
+    second, for a moment (realfork.kernel.lwpdir.dir_alloc)."""
     if k == 0:
-        return nproc
+        return 2 * nproc
     return max(8, min(nproc, 4 * maxlwps // (sizes[k - 1] + 1) + 4))
 
 
@@ -84,7 +87,8 @@ def dir_block_type(size: int) -> type:
 
 def nsync_needed(p: KernelParams) -> int:
     nas = p.nproc + 1
-    return (NPROCSYNC * p.nproc + p.maxlwps + nas + (p.nproc + 4) + (p.nproc + 4) + 32)
+    # per proc slot; t_cv and thread_lock per kthread slot; a_lock, rcs_lock, ct_lock
+    return (NPROCSYNC * p.nproc + 2 * p.maxlwps + nas + (p.nproc + 4) + (p.nproc + 4) + 32)
 
 
 def declare_kernel(layout: Layout, p: KernelParams) -> None:
@@ -169,6 +173,10 @@ class Kernel:
         self.pause_lock: KMutex = h(m.pause_lock)  # type: ignore[assignment]
         self.pause_cv: KCondvar = h(m.pause_cv)  # type: ignore[assignment]
         self.f_tlock: KMutex = h(m.f_tlock)  # type: ignore[assignment]
+        self.dtrace_meta_lock: KMutex = h(m.dtrace_meta_lock)  # type: ignore[assignment]
+        self.mod_lock: KMutex = h(m.mod_lock)  # type: ignore[assignment]
+        self.dtrace_lock: KMutex = h(m.dtrace_lock)  # type: ignore[assignment]
+        self.shm_lock: KMutex = h(m.shm_lock)  # type: ignore[assignment]
         self._locks_ready = True
 
     def procs_h(self, slot: int) -> Proc:
@@ -189,6 +197,10 @@ class Kernel:
 
     def t_cv(self, t: KThread) -> KCondvar:
         return self.dom.handle(self.kg_sync.tcv_base + t.slot)  # type: ignore[return-value]
+
+    def thread_lockp(self, t: KThread) -> KMutex:
+        """``t``'s thread_lock (realfork.kernel.sig.thread_lock)."""
+        return self.dom.handle(self.kg_sync.tlock_base + t.slot)  # type: ignore[return-value]
 
     def a_lock(self, as_ptr: int) -> Any:
         return self.dom.handle(self.kg_sync.aslock_base + as_ptr - 1)

@@ -7,7 +7,8 @@ Poked lwps stop at a hold point (``holdlwp`` on the way back to user mode,
 or in place inside an interruptible sleep for SHOLDFORK1) with
 ``stop(PR_SUSPENDED)``, which lowers ``p_lwprcnt`` and broadcasts
 ``p_holdlwps``.  They stay stopped without TS_CSTART until
-``continuelwps``.  Everything here runs under the process's ``p_lock``.
+``continuelwps``.  Everything here runs under the process's ``p_lock``;
+start bits are given under the lwp's ``thread_lock`` too (realfork.kernel.sig).
 
 The first line of each docstring says which locks the caller must hold and
 which are held on return.  The one seeded bug here (``K.bug(name)``,
@@ -29,7 +30,17 @@ from .errno_defs import EDEADLK, EINTR, ESRCH
 from .lwpdir import dir_entries, dir_grow, lwp_hash_in, lwp_hash_lookup, lwp_hash_out
 from .proc import Proc
 from .resources import lwp_count_admit, lwp_count_release
-from .sig import SUSPENDED, aston, kcv_wait_sig, setrun_locked, setrun_sleeper, stop
+from .sig import (
+    SUSPENDED,
+    aston,
+    kcv_wait_sig,
+    setrun_locked,
+    setrun_sleeper,
+    stop,
+    thread_lock,
+    thread_unlock,
+    ts_start,
+)
 from .structs import (
     LWP_STOPPED,
     LWP_ZOMB,
@@ -75,6 +86,13 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
     Admission charges the task, project and zone lwp counts (except for
     syscid); None when a limit, the thread table or the directory says no.
     The caller makes it runnable (``lwp_create_done``, ``continuelwps``).
+
+    Each None is a failure illumos's lwp_create has: the lwp resource
+    controls; the kernel thread table full (``maxlwps``) as the lwp stack
+    cache running dry (``segkp_cache_get`` returns NULL: lwp_create gives
+    the counts back and fails); a directory size class out of blocks, which
+    realfork treats the same way (illumos's directory is KM_SLEEP:
+    realfork.kernel.lwpdir).
     """
     s = p.s
     # Charge the lwp counts first, under p_lock; then drop p_lock to
@@ -104,10 +122,6 @@ def lwp_create(K: Kernel, p: Proc, lwpid: int = 0, syscid: bool = False,
         return None
     if lwpid == 0:
         lwpid = _next_lwpid(K, p)
-        if lwpid < 0:
-            mutex_exit(p.p_lock)
-            _undo_create(K, p, t, syscid)
-            return None
     lw.t_tid = lwpid
     t.s.t_lwpid = lwpid
     s.p_lwpcnt += 1
@@ -152,7 +166,11 @@ def _undo_create(K: Kernel, p: Proc, t: KThread, syscid: bool) -> None:
 
 def _next_lwpid(K: Kernel, p: Proc) -> int:
     """Caller holds p->p_lock.  The next free lwpid: p_lwpid + 1, wrapping at
-    INT_MAX (SLWPWRAP), after which ids still in use are skipped; -1 if none."""
+    INT_MAX (SLWPWRAP), after which ids still in use are skipped.
+
+    illumos cannot fail here, nor can realfork: a directory holds a few
+    thousand ids at most, so a free one turns up long before a full cycle;
+    one that did not would be a panic."""
     s = p.s
     for _ in range(INT_MAX):
         if s.p_lwpid == INT_MAX:
@@ -161,17 +179,19 @@ def _next_lwpid(K: Kernel, p: Proc) -> int:
         s.p_lwpid += 1
         if not s.p_flag & SLWPWRAP or lwp_hash_lookup(K, p, s.p_lwpid) < 0:
             return s.p_lwpid
-    return -1  # pragma: no cover - a full cycle
+    K.dom.panic(f"pid {s.p_pid}: every lwpid in use: cannot happen")  # pragma: no cover
 
 
 def lwp_create_done(K: Kernel, t: KThread, p: Proc) -> None:
     """Caller holds p->p_lock (asserted).  The creator has finished: let ``t`` run."""
     assert MUTEX_HELD(p.p_lock)
     lw = K.lwps[t.slot]
+    thread_lock(K, t)
     if not lw.t_schedflag & TS_CSTART:
         p.s.p_lwprcnt += 1
-    lw.t_schedflag |= TS_CSTART | TS_CREATE
+    ts_start(K, t, TS_CSTART | TS_CREATE)
     setrun_locked(K, t)
+    thread_unlock(K, t)
 
 
 def start_lwp(K: Kernel, t: KThread) -> None:
@@ -194,18 +214,21 @@ def pokelwps(K: Kernel, p: Proc, me: KThread) -> None:
         lw = K.lwps[t.slot]
         aston(t)
         t.s.t_sig_check = 1
+        thread_lock(K, t)
         if lw.t_kstate == LWP_STOPPED:
             if s.p_flag & SEXITLWPS:
                 s.p_stopsig = 0
-                lw.t_schedflag |= TS_XSTART | TS_PSTART
+                ts_start(K, t, TS_XSTART | TS_PSTART)
                 setrun_locked(K, t)
             elif s.p_flag & SHOLDFORK and SUSPENDED(K, t) and not lw.t_schedflag & TS_CSTART:
                 # lwp_suspend'ed inside a system call: forkall cannot copy it
                 # there, so it is moved on to a clonable point
                 s.p_lwprcnt += 1
-                lw.t_schedflag |= TS_CSTART
+                ts_start(K, t, TS_CSTART)
                 setrun_locked(K, t)
+            thread_unlock(K, t)
         else:
+            thread_unlock(K, t)  # a sleeper is woken through its sleep queue
             setrun_sleeper(K, t)
 
 
@@ -221,10 +244,12 @@ def continuelwps(K: Kernel, p: Proc) -> None:
     assert not s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH)
     for t in p.threads():
         lw = K.lwps[t.slot]
+        thread_lock(K, t)
         if SUSPENDED(K, t) and not lw.t_proc_flag & TP_HOLDLWP:
             s.p_lwprcnt += 1
-            lw.t_schedflag |= TS_CSTART
+            ts_start(K, t, TS_CSTART)
             setrun_locked(K, t)
+        thread_unlock(K, t)
 
 
 def holdlwps(K: Kernel, t: KThread, p: Proc, holdflag: int) -> bool:
@@ -429,11 +454,13 @@ def exitlwps(K: Kernel, t: KThread, p: Proc, coredump: bool = False) -> int:
         lw2 = K.lwps[t2.slot]
         lw2.t_proc_flag &= ~TP_HOLDLWP
         lw2.t_proc_flag |= TP_EXITLWP
+        thread_lock(K, t2)
         if lw2.t_kstate == LWP_STOPPED:
             if not lw2.t_schedflag & TS_CSTART and lw2.t_whystop == PR_SUSPENDED:
                 s.p_lwprcnt += 1
-            lw2.t_schedflag |= TS_ALLSTART
+            ts_start(K, t2, TS_ALLSTART)
             setrun_locked(K, t2)
+        thread_unlock(K, t2)
     while s.p_lwpcnt > 1:
         cv_wait(p.p_holdlwps, p.p_lock)
     # Remove the zombie lwps' directory entries: nobody will lwp_wait for them.
@@ -502,10 +529,12 @@ def lwp_continue(K: Kernel, p: Proc, t: KThread) -> None:
     assert MUTEX_HELD(p.p_lock)
     lw = K.lwps[t.slot]
     lw.t_proc_flag &= ~TP_HOLDLWP
+    thread_lock(K, t)
     if SUSPENDED(K, t) and not p.s.p_flag & (SHOLDFORK | SHOLDFORK1 | SHOLDWATCH):
         p.s.p_lwprcnt += 1
-        lw.t_schedflag |= TS_CSTART
+        ts_start(K, t, TS_CSTART)
         setrun_locked(K, t)
+    thread_unlock(K, t)
     cv_broadcast(p.p_holdlwps)
 
 

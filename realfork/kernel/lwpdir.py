@@ -4,6 +4,15 @@ A directory of size ``n`` (2, 6, 14, 30 ... = 2 * old + 2) is one block of
 ``n`` entries from the size class's table; the tid hash has ``(n + 2) / 2``
 buckets (a power of two) whose heads live in the first entries' ``ld_hash``.
 Free entries are chained through ``ld_next`` from ``p_lwpfree`` in index order.
+
+illumos allocates a directory with KM_SLEEP, which does not fail; realfork's
+size classes are fixed tables (docs/kernel.md, "Allocation failures").  The
+two-entry class cannot fill, so running out of it panics.  The larger
+classes can: a process keeps its directory's size after its lwps exit (and
+forkall gives its child that size), and zombie lwps keep their entries.  A
+larger class running out fails the lwp's creation, as illumos's lwp_create
+fails when it cannot get the new lwp's stack (``segkp_cache_get``): EAGAIN
+from lwp_create, forklwp's failure in cfork.
 """
 
 from __future__ import annotations
@@ -18,10 +27,20 @@ if TYPE_CHECKING:
 
 
 def dir_alloc(K: Kernel, size: int) -> int:
-    """A zero-filled directory block of ``size`` entries; its pointer, or 0."""
+    """Takes no lock but the table's chain lock.  A zero-filled directory
+    block of ``size`` entries; its pointer, or 0 when a larger size class is
+    out of blocks.
+
+    The two-entry class never runs out: it has two blocks per proc slot, a
+    proc holds one at most, and only exec holds a second while it swaps them
+    (kernel.dir_capacity).  Running out of it is a table that cannot fill
+    filling: a panic, not a failure illumos could have."""
     k = K.dir_sizes.index(size)
     slot = K.dirs[k].alloc()
     if slot is None:
+        if k == 0:
+            K.dom.panic(f"table lwpdir0 full ({K.dirs[0].capacity} two-entry directories "
+                        f"for {K.params.nproc} proc slots): cannot happen")
         return 0
     K.dirs[k].zero(slot)
     return ((k << 24) | slot) + 1
@@ -116,7 +135,10 @@ def dir_entries(K: Kernel, p: Proc) -> list[tuple[int, int, int, int]]:
 
 
 def dir_grow(K: Kernel, p: Proc) -> bool:
-    """Move to the next directory size when the free list is empty (p_lock held)."""
+    """Called with p->p_lock held.  Move to the next directory size when the
+    free list is empty; False when there is no larger size class or it is out
+    of blocks (lwp_create then fails as for want of an lwp stack: see the
+    module's docstring)."""
     s = p.s
     old, oldsz = s.p_lwpdir, s.p_lwpdir_sz
     k = K.dir_sizes.index(oldsz)

@@ -73,6 +73,8 @@ def format_kernel(K: Kernel) -> None:
     m.pause_lock = dom.new_mutex("pause_lock").idx
     m.pause_cv = dom.new_cv("pause_cv").idx
     m.f_tlock = dom.new_mutex("f_tlock").idx
+    for name in ("dtrace_meta_lock", "mod_lock", "dtrace_lock", "shm_lock"):
+        setattr(m, name, dom.new_mutex(name).idx)
     m.procsync_base = dom.g.nsync
     for _slot in range(p.nproc):  # renamed after their pid by pid_assign
         dom.new_mutex("p_lock", -1, "pid")
@@ -82,6 +84,9 @@ def format_kernel(K: Kernel) -> None:
     m.tcv_base = dom.g.nsync
     for slot in range(p.maxlwps):
         dom.new_cv("t_cv", slot + 1, "kthread")
+    m.tlock_base = dom.g.nsync
+    for slot in range(p.maxlwps):
+        dom.new_mutex("thread_lock", slot + 1, "kthread")
     m.aslock_base = dom.g.nsync
     for slot in range(K.ases.capacity):
         dom.new_rwlock("a_lock", slot + 1, "as")

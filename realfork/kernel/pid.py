@@ -6,6 +6,7 @@ while its ``struct pid`` exists.  Lock order: pidlock -> pidlinklock.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
@@ -161,11 +162,44 @@ def _upcount_find(K: Kernel, uid: int, zone: int, create: bool) -> int:
 
 
 def upcount_inc(K: Kernel, uid: int, zone: int) -> None:
+    """Called with pidlock held (asserted); returns with it held, but may
+    have let go of it in between.  Count one more process for (uid, zone).
+
+    An entry for a (uid, zone) pair not seen before must be allocated.
+    illumos first tries an allocation that may not sleep and, when that
+    fails, drops pidlock (no sleeping allocation may be made under it),
+    allocates sleeping, retakes pidlock and searches again from the top:
+    while the lock was dropped another thread may have made the entry, and
+    then the one allocated is not needed.  The model has no memory to run
+    out of, so it takes the slow path every time a new entry is needed:
+    the window illumos opens under memory pressure is open on every first
+    process of a new user."""
     assert MUTEX_HELD(K.pidlock)
+    if _upcount_find(K, uid, zone, False) < 0:
+        # The hazard of the drop is the caller's.  getproc calls this with
+        # nproc already counting the new child, which is not on practive yet
+        # and whose user is not counted yet (and the child's pid is already
+        # visible to prfind): in the window another fork sees a process
+        # count that includes it, and a per-user limit check for the same
+        # user reads a count one short, so two forks can both pass it.
+        # Whatever a caller read under pidlock before the call may have
+        # changed by the time it returns; neither caller (getproc, setuid)
+        # holds any other lock here, which the drop requires.
+        mutex_exit(K.pidlock)
+        _kmem_alloc_sleep(K)
+        mutex_enter(K.pidlock)
+    # (again) from the top: found now if another thread made it meanwhile
     i = _upcount_find(K, uid, zone, True)
     if i < 0:
         K.dom.panic(f"upcount_inc: no room for uid {uid}")
     K.upcounts[i].up_count += 1
+
+
+def _kmem_alloc_sleep(K: Kernel) -> None:
+    """Called with no locks held.  upcount_inc's sleeping allocation of a
+    new entry: nothing to allocate (the table is fixed), but the thread
+    gives up its CPU, as a sleeping allocation may, so that others run."""
+    time.sleep(0)
 
 
 def upcount_dec(K: Kernel, uid: int, zone: int) -> None:

@@ -441,9 +441,16 @@ RCTL_NVALUES = 4  # values in a process rctl set
 
 
 def rctl_set_create(K: Kernel) -> int:
+    """Takes no lock but the table's chain lock.  A new, empty rctl set.
+
+    illumos allocates it with KM_SLEEP, which does not fail; the table cannot
+    fill either: it has nproc + 4 sets, a proc holds one from getproc's
+    caller (cfork step 8, newproc, p0) until proc_exit frees it, so a full
+    table panics."""
     slot = K.rctlsets.alloc()
     if slot is None:
-        return NIL
+        K.dom.panic(f"table rctlset full ({K.rctlsets.capacity} sets for "
+                    f"{K.params.nproc} proc slots): cannot happen")
     K.rctlsets.zero(slot)
     K.rctlsets.slots[slot].rcs_ref = 1
     return slot + 1

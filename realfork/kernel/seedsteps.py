@@ -118,19 +118,25 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(234, "p->p_flag |= SFORKING"),
              _f(235, "mutex_exit(&p->p_lock)"),
              _f(237, "as_dup(p->p_as, &cp->p_as)"),
-             _m(274, "shmfork(p, cp)",
-                "no System V shared memory (so 6556673, which moves it out of "
-                "P_PR_LOCK, changes nothing here)"),
-             _m(282, "dtrace_fasttrap_fork(p, cp)", "no DTrace tracepoints in user processes"),
-             _m(290, "dtrace_helpers_fork(p, cp)", "no DTrace helpers"),
-             _f(295, "mutex_enter(&p->p_lock)"),
-             _f(296, "p->p_flag &= ~SFORKING"),
-             _f(297, "sprunlock(p)"),
+             _p(274, "shmfork(p, cp)", "6556673",
+                "2006: under P_PR_LOCK (fork._fork_hooks_under_prlock); fixed: after "
+                "sprunlock, SFORKING still set; the attachments are a count per proc "
+                "recounted under the stand-in shm_lock"),
+             _p(282, "dtrace_fasttrap_fork(p, cp)", "6556673",
+                "under P_PR_LOCK in both; fixed: first of the hooks, before sprunlock; "
+                "the tracepoints are a count the child's copy clears (no text to patch)"),
+             _p(290, "dtrace_helpers_fork(p, cp)", "6556673",
+                "2006: under P_PR_LOCK, waiting for dtrace_lock and mod_lock (the "
+                "deadlock); fixed: after sprunlock; helpers and providers are counts, "
+                "the DTrace locks stand-in mutexes"),
+             _p(295, "mutex_enter(&p->p_lock)", "6556673",
+                "2006: after the hooks; fixed: after the fasttrap fork"),
+             _p(296, "p->p_flag &= ~SFORKING", "6556673",
+                "2006: with sprunlock; fixed: after the helpers fork, under p_lock "
+                "taken again"),
+             _p(297, "sprunlock(p)", "6556673",
+                "2006: after every hook; fixed: right after the fasttrap fork"),
              _f(303, "rctl_set_create()"),
-             _x("rctl_set_create failure goes to forklwperr", "cfork",
-                'isvfork, "rctl_dup")',
-                "the rctl sets are a fixed table in shared memory, which can be full; "
-                "the seed's allocation sleeps and cannot fail"),
              _s(305, "rctl_set_dup_prealloc(p->p_rctls)",
                 "counts the values a copy needs; nothing is allocated"),
              _f(306, "mutex_enter(&p->p_rctls->rcs_lock)"),
@@ -171,8 +177,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _m(424, "forkpctx(p, cp)", "no process context ops"),
              _m(428, "utrap_dup(p, cp)", "SPARC only"),
              _s(435, "child stops on exit from fork: TP_PRSTOP, aston each lwp",
-                "the exit mask is one flag, P_PR_STOPFORK; the child's p_lock is not "
-                "taken (nothing else can see the child yet)"),
+                "the exit mask is one flag, P_PR_STOPFORK; under the child's p_lock, "
+                "as in the seed"),
              _s(451, "parent stops on exit from fork unless P_PR_ASYNC",
                 "the exit mask is one flag, P_PR_STOPFORK"),
              _f(463, "lwp_setrval(clone, p->p_pid, 1)"),
@@ -287,8 +293,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
         _m(685, "free t->t_door", "no doors"),
         _m(689, "lwp_ctmpl_clear(ttolwp(t))", "no contract templates on lwps"),
         _s(695, "under pidlock: off the all-threads list, CL_EXIT, t_joincv",
-           "kthread_free takes the thread out of the thread table; no class exit, "
-           "no thread_join waiters"),
+           "under pidlock, once per clone, kthread_free takes the thread out of the "
+           "thread table; no class exit, no thread_join waiters"),
         _m(708, "lgrp_move_thread(t, NULL, 1)", "no lgroups"),
         _s(716, "t_state = TS_FREE; thread_rele(t); thread_free(t)",
            "one kthread_free, after clearing the lwp's process"),
@@ -355,12 +361,11 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(836, "p->p_lwpid = 1"),
              _f(837, "mutex_enter(&pidlock); pgjoin(p, curproc->p_pgidp); SRUN"),
              _x("the lwp gets its OS thread", "newproc", "start_lwp(K, ct)",
-                "each emulated lwp is a real thread"),
+                "each emulated lwp is a real thread; started before pidlock is taken "
+                "(it only waits, stopped, for lwp_create_done)"),
              _f(840, "mutex_enter(&p->p_lock); t_proc_flag &= ~TP_HOLDLWP"),
              _f(842, "lwp_create_done(lwptot(lwp))"),
-             _r(844, "mutex_exit(&pidlock)",
-                "dropped before the child's p_lock is taken, and before its lwp "
-                "gets its OS thread"),
+             _f(844, "mutex_exit(&pidlock)"),
              _f(845, "return 0"),
              ),
     ),
@@ -441,8 +446,11 @@ STEPS: dict[str, tuple[Step, ...]] = {
              ),
     ),
     "relvm": (
-        _m(1122, "ASSERT(p_lwpcnt <= 1)", "not asserted"),
-        _m(1124, "prrelvm()", "realfork's /proc has no address-space files"),
+        _f(1122, "ASSERT(p_lwpcnt <= 1)"),
+        _s(1124, "prrelvm()",
+           "watch areas and watched pages are counts (p_wcount, a_wpage), dropped "
+           "under p_lock after prbarrier and under the as writer lock; "
+           "watch_disable has no counterpart"),
         _f(1126, "p->p_flag & SVFORK"),
         _f(1127, "pp = p->p_parent"),
         _f(1143, "try_again: mutex_enter(&p->p_lock), the child's first"),
@@ -457,8 +465,7 @@ STEPS: dict[str, tuple[Step, ...]] = {
         _m(1168, "hat_thread_exit(curthread)", "no HAT"),
         _s(1175, "pp->p_brkbase, p_brksize, p_stksize = the child's",
            "p_brkbase is not modelled"),
-        _r(1183, "pp->p_flag &= ~SVFWAIT",
-           "after the watched pages, right before the wake-up"),
+        _f(1183, "pp->p_flag &= ~SVFWAIT"),
         _s(1184, "give the parent's watched pages back to the as", "a count"),
         _x("fire proc:::relvm", "_vfork_hand_back", 'K.fire("proc:::relvm"',
            "observability"),
@@ -489,9 +496,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
         _s(1286, "pr_watch_active(pp): as_setwatch under the as writer lock",
            "the writer lock is taken and released; nothing to re-protect"),
         _f(1293, "mutex_enter(&pp->p_lock); prbarrier(pp)"),
-        _x("clear SVFWAIT and T_VFPARENT", "vfwait", "lw.t_flag &= ~T_VFPARENT",
-           "SVFWAIT cleared here too covers a child that went without relvm's "
-           "hand-back; T_VFPARENT is the 6533431 fix's mark"),
+        _x("clear T_VFPARENT", "vfwait", "lw.t_flag &= ~T_VFPARENT",
+           "T_VFPARENT is the 6533431 fix's mark (SVFWAIT is relvm's to clear, "
+           "as in the seed)"),
         _f(1295, "continuelwps(pp); mutex_exit(&pp->p_lock)"),
     ),
     "forklwp": (

@@ -2,12 +2,24 @@
 ``issig``/``psig``, posting signals (``sigtoproc``), ``sigdefault``, and the
 checks ``ISSIG_PENDING``/``MUSTRETURN`` that make interruptible sleeps give up.
 
-Stopped lwps wait on their own ``t_cv`` with ``p_lock`` (realfork's
-``thread_lock``) until ``setrun_locked`` sees every start bit.
+Stopped lwps wait on their own ``t_cv`` with ``p_lock`` until
+``setrun_locked`` sees every start bit.
+
+``thread_lock(t)`` is a lock of its own, one mutex per kernel thread slot
+(lockdep class ``thread_lock``), taken inside ``p_lock`` (lock order
+``pidlock -> p_lock -> thread_lock``) around every change of a live lwp's
+``t_schedflag`` and of its stop state, and around ``setrun_locked``, as
+illumos takes it.  Whoever writes those fields holds both locks, so a reader
+holding either sees them consistent; ``ts_start`` and ``setrun_locked``
+assert the thread_lock as illumos ASSERTs ``THREAD_LOCK_HELD``.  Waking a
+*sleeping* lwp (``setrun_sleeper``) does not take it: illumos's thread_lock of
+a sleeping thread is its sleep queue's lock, and realfork's sleep queues have
+chain locks of their own.  No code holds two lwps' thread_locks at once.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,6 +28,7 @@ from ..sync.kthread import KThread, _cpu
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_exit
 from ..sync.objects import KCondvar, KMutex
 from ..sync.sleepq import wakeup_interruptible
+from .detect import fail
 from .proc import Proc
 from .signal_defs import NSIG, SIGCHLD, SIGCONT, SIGKILL, SIGPWR, SIGURG, SIGWINCH
 from .structs import (
@@ -105,6 +118,44 @@ def aston(t: KThread) -> None:
     t.s.t_astflag = 1
 
 
+# -- thread_lock -----------------------------------------------------------------------------
+
+
+def thread_lock(K: Kernel, t: KThread) -> None:
+    """Called with ``t``'s p_lock held (and maybe pidlock), never another
+    lwp's thread_lock.  Take ``t``'s thread_lock."""
+    mutex_enter(K.thread_lockp(t))
+
+
+def thread_unlock(K: Kernel, t: KThread) -> None:
+    """Called with ``t``'s thread_lock held.  Drop it."""
+    mutex_exit(K.thread_lockp(t))
+
+
+def THREAD_LOCK_HELD(K: Kernel, t: KThread) -> bool:
+    """Does the calling kernel thread hold ``t``'s thread_lock?"""
+    return MUTEX_HELD(K.thread_lockp(t))
+
+
+def _assert_thread_lock(K: Kernel, t: KThread, what: str, verb: str = "") -> None:
+    """``ASSERT(THREAD_LOCK_HELD(t))`` before ``what`` of ``t`` (a phrase:
+    "t_schedflag", "changed" gives "t_schedflag of pid 7 lwp 1 changed
+    without thread_lock held"); the finding names the kernel function that
+    called the asserting one."""
+    if not MUTEX_HELD(K.thread_lockp(t)):
+        lw = K.lwps[t.slot]
+        pid = K.procs.slots[lw.t_procp - 1].p_pid if lw.t_procp else -1
+        fail(K, f"assertion failed: {what} of pid {pid} lwp {lw.t_tid} "
+                f"{verb + ' ' if verb else ''}without thread_lock held", sys._getframe(2))
+
+
+def ts_start(K: Kernel, t: KThread, bits: int) -> None:
+    """Called with ``t``'s p_lock and thread_lock held (the latter asserted).
+    Give ``t`` the start bits ``bits`` of ``t_schedflag``."""
+    _assert_thread_lock(K, t, "t_schedflag", "changed")
+    K.lwps[t.slot].t_schedflag |= bits
+
+
 def SUSPENDED(K: Kernel, t: KThread) -> bool:
     lw = K.lwps[t.slot]
     return lw.t_kstate == LWP_STOPPED and not (
@@ -112,7 +163,9 @@ def SUSPENDED(K: Kernel, t: KThread) -> bool:
 
 
 def setrun_locked(K: Kernel, t: KThread) -> None:
-    """Start a stopped lwp once it holds every start bit (p_lock held)."""
+    """Called with ``t``'s p_lock and thread_lock held (the latter asserted).
+    Start a stopped lwp once it holds every start bit."""
+    _assert_thread_lock(K, t, "setrun_locked")
     lw = K.lwps[t.slot]
     if lw.t_kstate == LWP_STOPPED and lw.t_schedflag & TS_ALLSTART == TS_ALLSTART:
         lw.t_schedflag &= ~TS_ALLSTART
@@ -132,9 +185,18 @@ def setrun_sleeper(K: Kernel, t: KThread) -> bool:
 
 
 def thread_stop_wait(K: Kernel, t: KThread, p: Proc) -> None:
-    """Sleep stopped until ``setrun_locked`` (p_lock held throughout)."""
+    """Called with p_lock and the caller's thread_lock held; returns with
+    p_lock held (dropped while stopped) and the thread_lock dropped.  Sleep
+    stopped until ``setrun_locked``.
+
+    The stop state is set under the thread_lock, which is dropped before the
+    sleep (illumos's thread_stop sets TS_STOPPED and drops the thread lock
+    before swtch): sleeping with it held would block every setrun_locked of
+    this lwp, the very call that ends the sleep."""
     lw = K.lwps[t.slot]
+    _assert_thread_lock(K, t, "stop state", "changed")
     lw.t_kstate = LWP_STOPPED
+    thread_unlock(K, t)
     cv = K.t_cv(t)
     stuck = _nobody_continues(K, t, p) if lw.t_whystop == PR_SUSPENDED else None
     while lw.t_kstate == LWP_STOPPED:
@@ -183,19 +245,22 @@ def stop(K: Kernel, t: KThread, p: Proc, why: int, what: int) -> bool:
             return False
         if lw.lwp_asleep and s.p_flag & SHOLDFORK:
             return False  # hold at the top of the stack, not inside the sleep
-        lw.t_schedflag |= TS_ALLSTART & ~TS_CSTART
-        lw.t_whystop, lw.t_whatstop = why, what
         s.p_lwprcnt -= 1
         if s.p_lwprcnt == 0 or lw.t_proc_flag & TP_HOLDLWP:
             cv_broadcast(p.p_holdlwps)
         K.count("holds")
         K.fire("proc:::hold-start", s.p_pid, lw.t_tid, why)
+        flags = TS_ALLSTART & ~TS_CSTART
     else:
-        lw.t_schedflag |= TS_ALLSTART & ~TS_PSTART
-        lw.t_whystop, lw.t_whatstop = why, what
         cv_broadcast(p.p_holdlwps)  # holdlwps may be waiting for us in sympathy
         cv_broadcast(p.pr_pid_cv)
-    thread_stop_wait(K, t, p)
+        flags = TS_ALLSTART & ~TS_PSTART
+    # p_lock is held from the checks above to the sleep, so nobody sees the
+    # count lowered before the flags are set.
+    thread_lock(K, t)
+    ts_start(K, t, flags)
+    lw.t_whystop, lw.t_whatstop = why, what
+    thread_stop_wait(K, t, p)  # drops the thread_lock
     lw.t_whystop = 0
     if why == PR_SUSPENDED:
         K.fire("proc:::hold-done", s.p_pid, lw.t_tid, why)
@@ -269,8 +334,11 @@ def sigtoproc(K: Kernel, p: Proc, sig: int) -> None:
     if (sig == SIGKILL and threads and s.p_stat != SIDL and s.p_lwprcnt == 0
             and s.p_lwpcnt == suspended and not s.p_proc_flag & P_PR_LOCK):
         s.p_lwprcnt += 1
-        K.lwps[threads[0].slot].t_schedflag |= TS_CSTART
-        setrun_locked(K, threads[0])
+        t0 = threads[0]
+        thread_lock(K, t0)
+        ts_start(K, t0, TS_CSTART)
+        setrun_locked(K, t0)
+        thread_unlock(K, t0)
 
 
 def _setrun_stopped_for_sigkill(K: Kernel, t: KThread, p: Proc) -> None:
@@ -279,10 +347,12 @@ def _setrun_stopped_for_sigkill(K: Kernel, t: KThread, p: Proc) -> None:
     process: it must not change shape under P_PR_LOCK).  An lwp that is
     hold-stopped still lacks TS_CSTART and stays where it is."""
     lw = K.lwps[t.slot]
+    thread_lock(K, t)
     if lw.t_kstate == LWP_STOPPED and not p.s.p_proc_flag & P_PR_LOCK:
         p.s.p_stopsig = 0
-        lw.t_schedflag |= TS_XSTART | TS_PSTART
+        ts_start(K, t, TS_XSTART | TS_PSTART)
         setrun_locked(K, t)
+    thread_unlock(K, t)
 
 
 def sigdefault(K: Kernel, p: Proc) -> None:

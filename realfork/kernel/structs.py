@@ -11,8 +11,13 @@ Simplifications, named once:
   slot; its ``p_lock``, ``p_cv``, ``p_holdlwps``, ``p_lwpexit``,
   ``p_poolcv`` and ``pr_pid_cv`` are allocated per slot at boot, so they
   outlive the proc as the persistent ``proc_lock[]`` does in illumos.
-* ``thread_lock`` is ``p_lock``: every change of ``t_schedflag`` and of the
-  stop state happens under the process's ``p_lock``.
+* ``thread_lock`` is a mutex per kernel thread slot (lockdep class
+  ``thread_lock``, allocated at boot like ``t_cv``), not a spin lock that
+  changes with the thread's state: it is taken inside ``p_lock`` around every
+  change of ``t_schedflag`` and of the stop state of a live lwp, as illumos
+  takes ``thread_lock(t)``.  A sleeping lwp's wake-up goes through the sleep
+  queue's chain locks instead (illumos's thread_lock of a sleeping thread is
+  its sleep queue's lock).
 * The pid hash is an array indexed by pid.
 * An address space is a handful of segments and 64 words (``a_words``) that
   ``load``/``store`` read and write; there are no page tables.
@@ -224,6 +229,10 @@ class proc_t(Slot):
         ("p_agent_done", c_i32),
         ("p_prowner", c_i32),  # kthread id holding P_PR_LOCK (p_lock), 0 none
         ("p_prfile", c_i32),  # has the /proc file open (prlock; inherited by fork)
+        # DTrace and shared memory (realfork.kernel.dtrace)
+        ("p_dtrace_helpers", c_i32),  # helper providers registered (dtrace_lock)
+        ("p_dtrace_count", c_i32),  # enabled USDT tracepoints (under the proc's P_PR_LOCK)
+        ("p_segacct", c_i32),  # shared memory attachments (shm_lock, then p_lock)
     ]
 
 
@@ -237,7 +246,7 @@ class klwp_t(ctypes.Structure):
         ("t_back", c_i32),
         ("t_proc_flag", c_u32),  # p_lock
         ("t_flag", c_u32),
-        ("t_schedflag", c_u32),  # thread_lock (= p_lock)
+        ("t_schedflag", c_u32),  # p_lock and thread_lock
         ("t_kstate", c_i32),  # LWP_ONPROC / LWP_STOPPED / LWP_ZOMB
         ("t_whystop", c_i32),
         ("t_whatstop", c_i32),
@@ -413,6 +422,8 @@ class kglobals_t(ctypes.Structure):
         ("nlwp_create", c_u64),
         ("holds", c_u64),
         ("vfork_waits", c_u64),
+        ("shm_nattch", c_i32),  # attachments to the shared memory segment (shm_lock)
+        ("dtrace_nprov", c_i32),  # USDT providers registered (dtrace_lock)
     ]
 
 
@@ -425,6 +436,7 @@ class ksyncmap_t(ctypes.Structure):
     _fields_ = [
         ("procsync_base", c_i32),  # NPROCSYNC per proc slot
         ("tcv_base", c_i32),  # t_cv per kthread slot
+        ("tlock_base", c_i32),  # thread_lock per kthread slot
         ("aslock_base", c_i32),  # a_lock per address space slot
         ("rcslock_base", c_i32),  # rcs_lock per rctl set slot
         ("ctlock_base", c_i32),  # ct_lock per contract slot
@@ -439,4 +451,8 @@ class ksyncmap_t(ctypes.Structure):
         ("pause_lock", c_i32),  # realfork.kernel.pause: the gate lwps park at
         ("pause_cv", c_i32),
         ("f_tlock", c_i32),  # the /proc file's f_tlock (prlock, fcnt_add)
+        ("dtrace_meta_lock", c_i32),  # realfork.kernel.dtrace: the DTrace stand-ins
+        ("mod_lock", c_i32),
+        ("dtrace_lock", c_i32),
+        ("shm_lock", c_i32),  # the shared memory segment's ipc lock
     ]

@@ -3,8 +3,9 @@ user instruction set.
 
 ``syscall`` is the one way into the kernel from user mode: it saves nothing
 itself (the interpreter has saved the user context in ``klwp_t``), runs the
-handler, stores the result and runs ``post_syscall``: ``vfwait`` for a
-vfork parent, then the signal/hold check (``holdlwp``, ``issig``,
+handler, stores the result and runs ``post_syscall``: the /proc stop on
+exit from a traced fork (PR_SYSEXIT), ``vfwait`` for a vfork parent, then
+the signal/hold check (``holdlwp``, ``issig``,
 ``psig``), then the return registers.  ``trap_ast`` is the same check taken
 between user instructions, as a CPU takes an AST trap on its way back to
 user mode.
@@ -44,6 +45,7 @@ from .sig import (
     issig,
     sigbit,
     sigtoproc,
+    stop,
 )
 from .signal_defs import NSIG, SIGKILL, SIGSTOP
 from .structs import (
@@ -52,7 +54,9 @@ from .structs import (
     P_PR_FORK,
     P_PR_STOPFORK,
     P_PR_TRACE,
+    PR_SYSEXIT,
     SEXITING,
+    SEXITLWPS,
     SKILLED,
     SVFWAIT,
     T_FORKALL,
@@ -107,10 +111,24 @@ def syscall(K: Kernel, t: KThread, sysnum: int, a0: int = 0, a1: int = 0) -> Non
 
 
 def post_syscall(K: Kernel, t: KThread, exec_done: bool = False) -> None:
+    """Called with no locks held; returns with none held.  The way out of a
+    system call, in illumos's order: the /proc stop on exit from a traced
+    system call (PR_SYSEXIT), then vfwait for a vfork parent, then the
+    hold/stop/signal check, then the return registers."""
     lw = K.lwps[t.slot]
     ts = t.s
     p = curproc_t(K, t)
     sysnum = lw.t_sysnum
+    # /proc's stop on exit from the system call (the model traces the exits
+    # of the fork calls only: P_PR_STOPFORK).  It comes before vfwait, which
+    # is why vfwait is called from here and not from vfork itself: a traced
+    # vfork parent stops on its way out of vfork with its child running (and
+    # SVFWAIT set, which /proc counts as stopped), and waits for the child
+    # only once /proc sets it running.  The caller's TP_PRSTOP from cfork's
+    # step 14 is withdrawn by that prrun; were it not, the caller would stop
+    # again as PR_REQUESTED on the way out.
+    if sysnum in FORKS and p.s.p_proc_flag & P_PR_STOPFORK:
+        _stop_on_sysexit(K, t, p, sysnum)
     if vfwait_due(K, lw, sysnum):
         vfwait(K, t, int(lw.lwp_rval1))
     sig_check(K, t, p)
@@ -141,6 +159,19 @@ def vfwait_due(K: Kernel, lw: klwp_t, sysnum: int) -> bool:
     if not K.fixed("6533431"):
         return returned
     return returned and bool(lw.t_flag & T_VFPARENT)
+
+
+def _stop_on_sysexit(K: Kernel, t: KThread, p: Proc, sysnum: int) -> None:
+    """Called with no locks held; returns with none held.  Stop as
+    PR_SYSEXIT if the process still traces this system call's exit, looked
+    at again under p_lock (/proc may have just switched it off).  Not when
+    the process is being killed or its lwps made to exit: a sure kill sets
+    stopped lwps running only once, and one stopped after it would wait for
+    a prrun that may never come."""
+    mutex_enter(p.p_lock)
+    if p.s.p_proc_flag & P_PR_STOPFORK and not p.s.p_flag & (SKILLED | SEXITLWPS):
+        stop(K, t, p, PR_SYSEXIT, sysnum)
+    mutex_exit(p.p_lock)
 
 
 def sig_check(K: Kernel, t: KThread, p: Proc) -> None:
@@ -500,6 +531,27 @@ def sys_prrun(K: Kernel, t: KThread, p: Proc, pid: int, a1: int) -> Result:
     n = pr_setrun(K, q)
     prunlock(K, q)
     return 0, n, 0
+
+
+# -- DTrace and shared memory (realfork.kernel.dtrace) -------------------------------------
+
+
+def sys_dtrace_helper(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    from .dtrace import dtrace_helper
+
+    return dtrace_helper(K, p)
+
+
+def sys_usdt_enable(K: Kernel, t: KThread, p: Proc, pid: int, on: int) -> Result:
+    from .dtrace import usdt_enable
+
+    return usdt_enable(K, pid, on)
+
+
+def sys_shmat(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
+    from .dtrace import shmat
+
+    return shmat(K, p)
 
 
 from .zone import sys_coreadm, sys_zone_create  # noqa: E402, F401  (HANDLERS finds them)

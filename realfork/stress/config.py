@@ -26,7 +26,7 @@ from ..safeio import read_bounded, shorten
 from .stressors import ORDER, check_options
 
 DEFAULT_STRESSORS = {"fork": 1, "forkall": 1, "vfork": 1, "exec": 1, "lwp": 1, "signal": 1,
-                     "proc": 1, "bomb": 1, "mix": 1, "zone": 1}
+                     "proc": 1, "usdt": 1, "bomb": 1, "mix": 1, "zone": 1}
 DEFAULT_TIMEOUT = 30.0
 MAX_INSTANCES = 64  # of one stressor
 # Boot parameters a campaign's kernels take unless the settings say otherwise

@@ -19,6 +19,7 @@ exec      ``proc:::exec``
 lwp       ``proc:::lwp-create``
 signal    ``syscall:::return`` of ``kill``
 proc      ``syscall:::return`` of ``prlock`` or ``pragent``
+usdt      ``syscall:::return`` of ``usdt_enable``
 probe     ``syscall:::return`` of ``kill`` (signal 0, at the pid frontier)
 bomb      ``proc:::create`` of a fork1 child, or ``proc:::fork-fail``
 mix       ``syscall:::return`` of any system call
@@ -256,6 +257,35 @@ def _proc(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     return out
 
 
+def _usdt(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    n = o["victims"]
+    # Registered before the victims are forked, the helper provider and the
+    # shared memory attachment reach every victim (and every victim's child)
+    # through the fork hooks: each fork runs shmfork and the helpers fork.
+    out = [f"{P}main:", "    dtrace_helper", "    shmat", *_spawn_victims(P, n, f"{P}victim"),
+           f"{P}loop:"]
+    # a DTrace consumer enables and tears down the victims' USDT probes, in a
+    # seeded order, while the victims fork
+    for _ in range(8):
+        v = rng.randint(1, n)
+        out += [f"    usdt_enable r{v}, 1", f"    usdt_enable r{v}, 0"]
+    out += [
+        f"    jmp {P}loop",
+        f"{P}victim:",
+        "    fork1",
+        f"    beq rv, 0, {P}vchild",
+        f"    blt rv, 0, {P}vfail",
+        "    wait rv",
+        f"    jmp {P}victim",
+        f"{P}vfail:",
+        "    sleep 1",
+        f"    jmp {P}victim",
+        f"{P}vchild:",
+        "    exit 0",
+    ]
+    return out
+
+
 def _probe(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     # Follow the pid frontier: a child of our own says where it is; then look
     # up the next pids (kill PID, 0: a /proc-style lookup that sends nothing)
@@ -401,6 +431,9 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     _stressor("proc", "a /proc controller: P_PR_LOCK and agent-lwp forks on forking victims",
               {"victims": (2, 1, 6), "hold_ms": (2, 0, _MS)}, _proc, "syscall:::return",
               (_SYS["prlock"], _SYS["pragent"])),
+    _stressor("usdt", "a DTrace consumer enables and tears down the USDT probes of victims "
+              "that fork with helpers and shared memory", {"victims": (2, 1, 6)}, _usdt,
+              "syscall:::return", (_SYS["usdt_enable"],)),
     _stressor("probe", "looks up the pids other forks are about to assign (kill PID, 0)",
               {"tries": (200, 0, 100_000)}, _probe, "syscall:::return", (_SYS["kill"],)),
     _stressor("bomb", "forks until EAGAIN, then reaps them all",

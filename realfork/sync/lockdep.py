@@ -109,12 +109,18 @@ DECLARED: tuple[tuple[str, ...], ...] = (
     ("task_hash_lock", "zone_nlwps_lock"),  # implied by task_rele
     ("p_lock", "p_lock/1"),  # implied by relvm, vfwait: the child's p_lock before the parent's
     ("p_maplock", "a_lock"),  # implied by pr_do_mappage
+    ("pidlock", "p_lock", "thread_lock"),  # implied by stop, setrun, lwp_continue, cfork
+    # dtrace_helper_provide (the meta lock first), dtrace_unregister (mod_lock, then
+    # dtrace_lock), fasttrap_pid_enable (sprlock under dtrace_lock)
+    ("dtrace_meta_lock", "mod_lock", "dtrace_lock", "pidlock", "p_lock"),
+    ("shm_lock", "p_lock"),  # implied by shmat (the ipc lock, then p_lock)
 )
 
 # Classes whose unannotated same-class nesting is reported as recursion.
 # Add "p_lock" once relvm and vfwait take the parent's p_lock with
 # mutex_enter_nested(pp.p_lock, 1).
-STRICT_CLASSES: frozenset[str] = frozenset({"p_lock"})
+# "thread_lock" is one too: no code holds two lwps' thread_locks at once.
+STRICT_CLASSES: frozenset[str] = frozenset({"p_lock", "thread_lock"})
 
 ON = False  # some kernel of this process validates: mirrored for the fast paths
 # Subclass of each held lock taken with a nonzero subclass, by handle (a mutex

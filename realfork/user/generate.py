@@ -25,8 +25,10 @@ if it forked, ``lwp_wait`` of each lwp it created, then ``exit 0`` or
 ``exec tail_N``).  Actions:
 
 * user-mode work and simple calls: ``nop spin yield sleep getpid getppid
-  lwp_self sigaction setuid load store mov add sub``, alone, in a counter loop,
-  or under a forward branch (``beq/bne/blt ..., skip_N`` and if/else ``jmp``);
+  lwp_self sigaction setuid dtrace_helper shmat load store mov add sub`` and
+  ``usdt_enable 1, 0|1`` (init's USDT probes: pid 1 is always there), alone,
+  in a counter loop, or under a forward branch (``beq/bne/blt ..., skip_N``
+  and if/else ``jmp``);
 * a fork site: ``fork1|forkall|vfork / beq rv, 0, child_N / mov r3, rv /
   blt rv, 0, done_N / [kill r3, SIGUSR1] [wait r3] / done_N:``.  ``child_N:``
   is a shorter body of the same kind (depth at most 3) with its own epilogue;
@@ -85,6 +87,7 @@ GENERATED_SYSCALLS: frozenset[str] = frozenset({
     "fork1", "forkall", "vfork", "exit", "exec", "wait", "getpid", "getppid",
     "lwp_create", "lwp_exit", "lwp_self", "lwp_suspend", "lwp_continue", "lwp_wait",
     "sleep", "spin", "yield", "nop", "kill", "sigaction", "setuid",
+    "dtrace_helper", "usdt_enable", "shmat",
 })  # fmt: skip
 """Instructions ``syscalls=`` selects from (the /proc controls are never emitted)."""
 
@@ -344,9 +347,12 @@ class _Generator:
             options.append("sigaction")
         if self.can("setuid") and b.is_child:
             options.append("setuid")
+        options += [op for op in ("dtrace_helper", "shmat", "usdt_enable") if self.can(op)]
         op = rng.choice(options)
-        if op in ("nop", "yield", "getpid", "getppid", "lwp_self"):
+        if op in ("nop", "yield", "getpid", "getppid", "lwp_self", "dtrace_helper", "shmat"):
             self.emit(b, op)
+        elif op == "usdt_enable":
+            self.emit(b, f"usdt_enable 1, {rng.randint(0, 1)}")
         elif op == "sleep":
             self.emit(b, f"sleep {rng.randint(0, 20)}")
         elif op == "spin":

@@ -315,7 +315,7 @@ class _Sim:
         elif op in ("getpid", "getppid", "lwp_self", "sleep"):
             rv = {"getpid": p.pid, "getppid": p.ppid, "lwp_self": lw.lwpid}.get(op, 0)
             regs[_RV], regs[_ERR] = rv, 0
-        else:  # /proc controls: not modelled
+        else:  # /proc controls, DTrace and shared memory: not modelled
             regs[_RV], regs[_ERR] = 0, 0
 
     def op_load(self, p: _Proc, lw: _Lwp, ins: Instr) -> None:

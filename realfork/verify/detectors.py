@@ -48,6 +48,10 @@ DETECTORS: tuple[Detector, ...] = (
              "a proc's p_zone followed while it is NULL"),
     Detector("stale_reference", "realfork.kernel.detect.stale_reference", "panic",
              "a StaleReference raised in a kernel thread (any table)"),
+    Detector("thread_lock_held", "realfork.kernel.sig.ts_start", "panic",
+             "a start bit, a stop-state change or setrun_locked without the lwp's "
+             "thread_lock (ASSERT(THREAD_LOCK_HELD(t)); also setrun_locked, "
+             "thread_stop_wait)"),
     # -- from outside the kernel ----------------------------------------------------------
     Detector("invariants", "realfork.verify.check.violations", "invariant",
              "a kernel table breaks an invariant (A1 ... H33), between runs or at a "

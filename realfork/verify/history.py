@@ -68,6 +68,19 @@ HISTORY: tuple[Fix, ...] = (
         "deadlines and the wait-for cycle (P_PR_LOCK waiters name its holder)",
         _cfg({"proc": 2}, {"proc": {"victims": 2, "hold_ms": 0}},
              faults={"as_dup": {"probability": 50}}), timing=True),
+    Fix("6556673", "potential deadlock with USDT tear-down and enable (and 6871629, "
+        "3-way deadlock with mod_lock, dtrace_lock and sprlock)", 2007,
+        "cfork step 7, the fork hooks (realfork.kernel.fork._fork_hooks_under_prlock)",
+        "sprunlock right after dtrace_fasttrap_fork: shmfork and the DTrace helpers fork "
+        "run without P_PR_LOCK, SFORKING still set",
+        "the order dtrace_meta_lock -> mod_lock -> dtrace_lock -> P_PR_LOCK: nothing "
+        "waits for a DTrace lock while holding P_PR_LOCK, so a consumer that holds them "
+        "and sprlocks the forking parent (fasttrap_pid_enable, tear-down) closes no cycle",
+        "deadlock",
+        r"deadlock: (dtrace_\w+, )+sprlock on (dtrace_lock, )?(dtrace_meta_lock, )?"
+        r"(mod_lock, )?pr_pid_cv",
+        "deadlines and the wait-for cycle (P_PR_LOCK waiters name its holder)",
+        _cfg({"usdt": 1}, deadlock_timeout=5.0)),
     Fix("6533431", "vfork parent check in post_syscall", 2007,
         "post_syscall: which lwp calls vfwait (realfork.kernel.syscall.vfwait_due)",
         "the vforking thread is marked T_VFPARENT in cfork and only a marked thread "
