@@ -552,8 +552,8 @@ CORRUPTIONS: dict[str, tuple[Callable[[Kernel], Restore], str, str]] = {
     "cr_ref": (lambda K: addf(K.creds.slots[0], "cr_ref", 1), "G32", "cr_ref 4 != 3"),
     "v_count": (lambda K: addf(K.vnodes.slots[0], "v_count", -1), "G32",
                 "vnode '/' v_count 3 != 1 + 3"),
-    "corectl": (lambda K: addf(K.g, "corectl_content_ref", 1), "G32",
-                "corectl_content_ref 1 != 0"),
+    "corectl": (lambda K: addf(K.corectls.slots[K.g.corectl_content - 1], "cc_ref", 1), "G32",
+                "cc_ref 2 != 1 + 0 proc holds"),
     "rctl_leak": (leaked_rctl_set, "G32", "is allocated but no proc uses it"),
     "zombie": (zombie_pageout, "H33", "zombie pid 2: p_tlist"),
 }

@@ -12,10 +12,13 @@ from realfork.kernel.faults import SITE_NAMES
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 
-# fork1, forkall (with a second lwp) and vfork, each checked; the first
-# failure ends init with that errno.
+# zone_create (newproc), fork1, forkall (with a second lwp) and vfork, each
+# checked; the first failure ends init with that errno.
 WORKLOAD = """
     lwp_create worker
+    zone_create             ; newproc from a user thread (getproc, newproc.lwp_create)
+    blt rv, 0, failed
+    wait rv
     fork1
     blt rv, 0, failed
     beq rv, 0, child

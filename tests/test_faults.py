@@ -64,7 +64,8 @@ def failing_calls(results: list[int]) -> list[int]:
 def test_sites_and_names() -> None:
     assert SITE_NAMES == (
         "getproc.memory", "getproc.zone", "pid_assign", "getproc.maxup", "as_dup",
-        "forklwp", "contract_process_fork", "rctl_dup", "holdlwps")
+        "forklwp", "contract_process_fork", "rctl_dup", "holdlwps",
+        "newproc.lwp_create")
     assert SITES["as_dup"] == (ENOMEM, EAGAIN, EFAULT, EINVAL, EIO, ENXIO)
     assert SITES["holdlwps"] == (EINTR,)
     assert SITES["rctl_dup"] == ()

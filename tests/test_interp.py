@@ -1800,3 +1800,30 @@ def test_usdt_enable_counts_tracepoints_and_tears_them_down() -> None:
 
 def test_usdt_enable_of_a_missing_pid_fails_with_esrch() -> None:
     assert status("usdt_enable 999, 1\n exit err") == ESRCH
+
+
+# -- core files and zones ----------------------------------------------------------------------
+
+
+def test_coreadm_of_self_and_of_a_missing_pid() -> None:
+    assert status("""
+        coreadm 0, 5
+        bne err, 0, bad
+        coreadm 999, 5          ; no such process
+        exit err
+    bad:
+        exit 99
+    """) == ESRCH
+
+
+def test_zone_create_returns_a_zsched_child_that_wait_reaps() -> None:
+    assert status("""
+        zone_create
+        blt rv, 0, bad
+        mov r1, rv
+        wait r1
+        bne rv, r1, bad
+        exit st                 ; zsched exits 0
+    bad:
+        exit 99
+    """) == 0

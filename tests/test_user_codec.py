@@ -75,6 +75,8 @@ main:   fork1
         dtrace_helper
         usdt_enable r1, 0
         shmat
+        coreadm r1, 5
+        zone_create
 child:  exit 1
 end:
 """

@@ -193,6 +193,8 @@ SAMPLES: dict[str, list[tuple[str, tuple[object, ...]]]] = {
     "usdt_enable": [("usdt_enable r1, 1", (Reg("r1"), Imm(1))),
                     ("usdt_enable 3, r0", (Imm(3), Reg("r0")))],
     "shmat": [("shmat", ())],
+    "coreadm": [("coreadm 0, 5", (Imm(0), Imm(5))), ("coreadm r1, r2", (Reg("r1"), Reg("r2")))],
+    "zone_create": [("zone_create", ())],
 }
 
 ALL_SAMPLES = [(op, text, args) for op, cases in SAMPLES.items() for text, args in cases]

@@ -78,6 +78,7 @@ SITES: dict[str, tuple[int, ...]] = {
     # more, at most RCTL_DUP_MAX_RETRIES times per fork
     "rctl_dup": (),
     "holdlwps": (EINTR,),
+    "newproc.lwp_create": (EAGAIN,),  # newproc's lwp 1 (zone_create's zsched)
 }
 """Site name to the errnos it can return; the first is the default."""
 

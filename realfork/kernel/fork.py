@@ -59,7 +59,10 @@ from .resources import (
     VN_HOLD,
     VN_RELE,
     contract_process_fork,
-    corectl_hold,
+    corectl_content_hold,
+    corectl_fork_hold,
+    corectl_path_hold,
+    corectl_ref,
     crfree,
     crgetruid,
     crgetzoneid,
@@ -341,10 +344,17 @@ def cfork(K: Kernel, t: KThread, isvfork: bool, isfork1: bool) -> Result:
         cs.p_lwpdaemon = s.p_lwpdaemon
         cs.p_zombcnt = s.p_zombcnt
         cs.p_flag |= s.p_flag & SLWPWRAP
-    # 13. Take the core-file references, under the parent's p_lock (6446530).
-    mutex_enter(p.p_lock)
-    corectl_hold(K, cp)  # fork.c:418
-    mutex_exit(p.p_lock)
+    # 13. The child shares the parent's core-file pattern and content: read
+    # the parent's pointers and hold the objects, under the parent's p_lock
+    # (6446530).  coreadm swaps the pointers under the same lock and then
+    # releases the old objects, the last release freeing them; read without
+    # the lock, a pointer can be to an object freed before its hold.
+    if not K.fixed("6446530"):
+        _2006_corectl_hold_unlocked(K, t, p, cp)
+    else:
+        mutex_enter(p.p_lock)
+        corectl_fork_hold(K, p, cp)  # fork.c:418
+        mutex_exit(p.p_lock)
     # 14. /proc's stop on exit from fork: every child lwp if the child
     # inherited it, every parent lwp if the parent asked (and not async).
     # t_proc_flag changes only under its process's p_lock, the child's as
@@ -812,18 +822,24 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
     from .resources import task_create
 
     pp = curproc_of(K, t)
-    cp, _site = getproc(K, t, pp, kernel=syscid, fixed_pid=fixed_pid)  # fork.c:741 fork.c:773
+    cp, site = getproc(K, t, pp, kernel=syscid, fixed_pid=fixed_pid)  # fork.c:741 fork.c:773
     if cp is None:  # fork.c:742
+        _forkerr(K, pp, K.lwps[t.slot].t_tid, EAGAIN, site)
         return None
     cs = cp.s
-    # A kernel process: reaped by nobody, and no exec vnodes (the 6869037
-    # fix released them).  init: a new task in its parent's project, swapped
-    # in under pidlock and the child's p_lock.
+    # A kernel process: its children are reaped by nobody, and it has no
+    # exec vnodes; the holds getproc took on the parent's are given back
+    # (6869037: the 2006 code only cleared the pointers, and every kernel
+    # process made at run time leaked a hold on each).  init: a new task in
+    # its parent's project, swapped in under pidlock and the child's p_lock.
     if syscid:
         cs.p_flag |= SNOWAIT  # fork.c:744
-        VN_RELE(K, cs.p_exec)  # released properly (the 6869037 fix) (fork.c:745)
-        VN_RELE(K, cs.p_execdir)
-        cs.p_exec = cs.p_execdir = NIL
+        if not K.fixed("6869037"):
+            _2006_exec_vnodes_dropped(K, cp)
+        else:
+            VN_RELE(K, cs.p_exec)  # fork.c:745
+            VN_RELE(K, cs.p_execdir)
+            cs.p_exec = cs.p_execdir = NIL
     else:
         tk = task_create(K, K.tasks.slots[pp.s.p_task - 1].tk_proj, cs.p_zone)  # fork.c:779
         mutex_enter(K.pidlock)  # fork.c:788
@@ -835,20 +851,28 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
         task_rele(K, old)  # fork.c:803
         task_rele(K, tk)  # task_attach took the member's hold
     # An rctl set, the kernel's address space, a two-entry directory and lwp
-    # 1; if any fails, undo getproc (disowning before pid_exit, the 7412 fix).
+    # 1.  If any fails, undo getproc: the child is on its parent's child and
+    # orphan lists (getproc step 7), so it is disowned before pid_exit frees
+    # its slot (7412: the 2006 code freed it still listed, and the parent's
+    # next walk of either list followed a freed or reused slot).
     cs.p_rctls = rctl_set_create(K)  # fork.c:748 fork.c:760 fork.c:798
     cs.p_as = K.g.kas  # fork.c:808
     d = dir_alloc(K, 2)
     ct = None
     if d:
         dir_install(K, cp, d, 2)
-        ct = lwp_create(K, cp, 1, syscid=syscid, name=name)  # fork.c:810
+        if not K.faults.should_fail("newproc.lwp_create"):
+            ct = lwp_create(K, cp, 1, syscid=syscid, name=name)  # fork.c:810
     if ct is None:
         fork_fail(K, cp)  # fork.c:813
         rctl_set_free(K, cs.p_rctls)
         if d:
             dir_free(K, d)
-        _free_failed_child(K, pp, cp)  # the 7412 fix: disown before pid_exit
+        if not K.fixed("7412"):
+            _2006_newproc_free_listed(K, pp, cp)
+        else:
+            _free_failed_child(K, pp, cp)  # disown before pid_exit
+        _forkerr(K, pp, K.lwps[t.slot].t_tid, EAGAIN, "newproc.lwp_create")
         return None  # fork.c:825
     if not syscid:
         contract_process_fork(K, K.g.sys_contract, cp, pp, False)  # fork.c:828
@@ -1137,6 +1161,62 @@ def _fork_hooks_under_prlock(K: Kernel, p: Proc, cp: Proc) -> None:
     mutex_enter(p.p_lock)  # fork.c:295
     s.p_flag &= ~SFORKING  # fork.c:296
     sprunlock(K, p)  # drops p_lock (fork.c:297)
+
+
+def _preemption_point(K: Kernel, t: KThread) -> None:
+    """Takes no locks.  Where the dispatcher may take the CPU from a thread
+    in the kernel: a noise point when noise is on, and a yield always.  Opens
+    the window between a read and the use of what was read, which on real
+    hardware is a few instructions wide."""
+    from ..sync import noise
+
+    if noise.ON:
+        noise.point(K.dom, t)
+    time.sleep(0)
+
+
+@_seeded_in("cfork")
+def _2006_corectl_hold_unlocked(K: Kernel, t: KThread, p: Proc, cp: Proc) -> None:
+    """Called with no locks held: that is the mistake (illumos 6446530).
+    fork.c:418-419: ``corectl_path_hold(cp->p_corefile = p->p_corefile)``
+    and the same for the content, without the parent's p_lock.  Between the
+    read of the parent's pointer and the hold, a coreadm of the parent can
+    swap in a new object and release the old one, freeing it: the hold is
+    then on a freed (or reused) object, a stale reference (a panic)."""
+    s, cs = p.s, cp.s
+    path = corectl_ref(K, s.p_corefile)  # the read
+    _preemption_point(K, t)
+    cs.p_corefile = corectl_path_hold(K, path)  # the hold
+    content = corectl_ref(K, s.p_content)
+    _preemption_point(K, t)
+    cs.p_content = corectl_content_hold(K, content)
+
+
+@_seeded_in("newproc")
+def _2006_exec_vnodes_dropped(K: Kernel, cp: Proc) -> None:
+    """Called with no locks held: the child is invisible (SIDL).
+    fork.c:744-746 (illumos 6869037): a kernel process's p_exec and
+    p_execdir are set NULL without VN_RELE, so the holds getproc took on the
+    parent's exec vnodes are never released (v_count leaks, invariant G32)."""
+    cp.s.p_exec = cp.s.p_execdir = NIL
+
+
+@_seeded_in("newproc")
+def _2006_newproc_free_listed(K: Kernel, pp: Proc, cp: Proc) -> None:
+    """Called with no locks held; takes pidlock, then cp->p_lock.
+    fork.c:812-824 (illumos 7412): after lwp_create fails, task_detach and
+    the pool reference under both locks, then pid_exit, but no disown: the
+    freed child stays on its parent's child and orphan lists, and the next
+    walk of either (the parent's fork, wait or exit) follows a freed or
+    reused slot (the stale-reference check on family pointers panics)."""
+    mutex_enter(K.pidlock)
+    mutex_enter(cp.p_lock)
+    tk = task_detach(K, cp)
+    pool_ref_add(K, cp.s.p_pool, -1)
+    mutex_exit(cp.p_lock)
+    pid_exit(K, cp)
+    mutex_exit(K.pidlock)
+    task_rele(K, tk)
 
 
 # ---- Seeded bugs (realfork bugs): wrong on purpose, off the main path ----

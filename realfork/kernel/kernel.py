@@ -24,6 +24,7 @@ from .structs import (
     PROGRAM_BYTES,
     as_t,
     contract_t,
+    corectl_t,
     cred_t,
     kglobals_t,
     klwp_t,
@@ -45,7 +46,8 @@ from .structs import (
 # chain-lock indices for the kernel's own tables' free lists
 COUNT_CHAIN = 7  # statistics counters (Kernel.count)
 _CHAINS = {"proc": 8, "as": 9, "cred": 10, "vnode": 11, "task": 12, "project": 13,
-           "zone": 14, "pool": 15, "pgrp": 16, "sess": 17, "contract": 18, "rctlset": 19}
+           "zone": 14, "pool": 15, "pgrp": 16, "sess": 17, "contract": 18, "rctlset": 19,
+           "corectl": 36}
 
 NTASKS, NPROJECTS, NZONES, NPOOLS, NVNODES = 32, 8, 2, 4, 16
 LWPDIR_SIZES = [2]  # 2, 6, 14, 30, ...: grown as needed (2 * old + 2)
@@ -108,6 +110,7 @@ def declare_kernel(layout: Layout, p: KernelParams) -> None:
     declare_table(layout, "sess", sess_t, p.nproc)
     declare_table(layout, "contract", contract_t, p.nproc + 4)
     declare_table(layout, "rctlset", rctlset_t, p.nproc + 4)
+    declare_table(layout, "corectl", corectl_t, 2 * p.nproc + 8)  # two per proc at most
     sizes = dir_sizes(p.maxlwps)
     for k, size in enumerate(sizes):
         declare_table(layout, f"lwpdir{k}", dir_block_type(size),
@@ -140,6 +143,7 @@ class Kernel:
         self.sessions = Table(seg, chains, "sess", sess_t, _CHAINS["sess"])
         self.contracts = Table(seg, chains, "contract", contract_t, _CHAINS["contract"])
         self.rctlsets = Table(seg, chains, "rctlset", rctlset_t, _CHAINS["rctlset"])
+        self.corectls = Table(seg, chains, "corectl", corectl_t, _CHAINS["corectl"])
         self.dir_sizes = dir_sizes(params.maxlwps)
         self.dirs = [Table(seg, chains, f"lwpdir{k}", dir_block_type(size), 20 + k)
                      for k, size in enumerate(self.dir_sizes)]

@@ -28,6 +28,10 @@ from .pid import pid_assign
 from .resources import (
     VN_HOLD,
     contract_create,
+    corectl_alloc,
+    corectl_content_hold,
+    corectl_path_hold,
+    corectl_ref,
     cred_create,
     pool_create,
     pool_ref_add,
@@ -39,7 +43,7 @@ from .resources import (
     zone_create,
 )
 from .session import pgjoin, pgrp_create, sess_create
-from .structs import SRUN, SSYS, TP_TWAIT
+from .structs import CORECTL_CONTENT, CORECTL_PATH, SRUN, SSYS, TP_TWAIT
 from .vm import as_alloc
 
 if TYPE_CHECKING:
@@ -55,7 +59,7 @@ def format_kernel(K: Kernel) -> None:
     p = K.params
     dom = K.dom
     for table in (K.procs, K.ases, K.creds, K.vnodes, K.tasks, K.projects, K.zones, K.pools,
-                  K.pgrps, K.sessions, K.contracts, K.rctlsets, *K.dirs):
+                  K.pgrps, K.sessions, K.contracts, K.rctlsets, K.corectls, *K.dirs):
         table.format()
     m = K.kg_sync
     m.pidlock = dom.new_mutex("pidlock").idx
@@ -119,6 +123,10 @@ def kernel_main(K: Kernel, t: KThread) -> None:
     rootvp = vn_create(K, "/")
     vn_create(K, "/sbin/init")
     kcred = cred_create(K, 0, zone, privileged=True)
+    # The default core-file pattern and content (the global zone's, which the
+    # kernel holds for good); init starts with them and its forks inherit them.
+    g.corectl_path = corectl_alloc(K, CORECTL_PATH, 0, default=True)
+    g.corectl_content = corectl_alloc(K, CORECTL_CONTENT, 0, default=True)
     # p0: sched
     p0 = pid_assign(K, 0, zone=zone)
     assert p0 is not None and p0.slot == 0
@@ -200,8 +208,15 @@ def _sysproc_prepare(K: Kernel, cp: Proc, ct: KThread) -> None:
 
 
 def sysproc_main(K: Kernel, t: KThread) -> None:
-    """pageout and fsflush: nothing to page or flush in realfork, so they wait,
-    idle (no deadline, holding no lock), until the kernel shuts down."""
+    """Called with no locks held.  pageout and fsflush: nothing to page or
+    flush in realfork, so they wait, idle (no deadline, holding no lock),
+    until the kernel shuts down.  A zsched (``zone_create``) runs its own
+    short life instead."""
+    from .zone import ZSCHED, zsched_main
+
+    if K.lwps[t.slot].regs[0] == ZSCHED:
+        zsched_main(K, t)
+        return
     p = K.proc(K.lwps[t.slot].t_procp)
     cv = K.t_cv(t)
     mutex_enter(p.p_lock)
@@ -215,6 +230,8 @@ def start_init(K: Kernel, t: KThread, entry: int) -> tuple[int, Proc | None]:
         cp.s.p_as = as_alloc(K)  # init's exec, condensed: a fresh address space
         cp.s.p_exec = _init_vnode(K)
         VN_HOLD(K, cp.s.p_exec)
+        cp.s.p_corefile = corectl_path_hold(K, corectl_ref(K, K.g.corectl_path))
+        cp.s.p_content = corectl_content_hold(K, corectl_ref(K, K.g.corectl_content))
         K.lwps[ct.slot].pc = entry
         # exec makes lwp 1 lwp_wait()able (illumos: exec_common sets
         # TP_TWAIT; lwp_create does not, and newproc's lwp 1 of a kernel

@@ -109,19 +109,97 @@ def fcnt_add(K: Kernel, p: Proc, n: int) -> None:
         mutex_exit(K.f_tlock)
 
 
-def corectl_hold(K: Kernel, p: Proc) -> None:
-    with K.dom.chains.chain(33):
-        K.g.corectl_path_ref += 1
-        K.g.corectl_content_ref += 1
-    p.s.p_corepath = 1
+# The core-file settings (illumos corectl.c).  A process's core-file pattern
+# (p_corefile) and content (p_content) are reference-counted objects, shared
+# by every process that inherited them, in the ``corectl`` table; coreadm
+# gives a process new ones and releases the old, and the last release frees
+# the object.  The counts change atomically in illumos (a chain lock here).
+# The pointers are under p_lock: fork reads the parent's and holds them with
+# p_lock held (6446530), so that coreadm cannot free one between the read
+# and the hold.  A hold names its object by a (slot, generation) reference
+# (``corectl_ref``): holding a freed or reused object raises StaleReference,
+# the stale-reference panic.
+
+_CORECTL_CHAIN = 33
+
+
+def corectl_alloc(K: Kernel, kind: int, value: int, default: bool = False) -> int:
+    """Takes the corectl table's chain lock.  A new pattern or content object
+    (``kind`` CORECTL_PATH or CORECTL_CONTENT) with one reference, the
+    caller's; 0 if the table is full."""
+    slot = K.corectls.alloc()
+    if slot is None:
+        return NIL
+    K.corectls.zero(slot)
+    c = K.corectls.slots[slot]
+    c.cc_ref, c.cc_kind, c.cc_value, c.cc_default = 1, kind, value, int(default)
+    return slot + 1
+
+
+def corectl_ref(K: Kernel, ptr: int) -> int:
+    """Takes no locks.  The (slot, generation) reference of the object
+    ``ptr`` names now, 0 for NULL: what a later hold will check."""
+    if not ptr:
+        return 0
+    return K.corectls.ref(ptr - 1) + 1
+
+
+def corectl_path_hold(K: Kernel, ref: int) -> int:
+    """Takes the refcount chain lock.  ``corectl_path_hold``: one more hold
+    on the object ``ref`` (from corectl_ref) names; its pointer (NULL: none).
+    A freed or reused object is a stale reference (a panic)."""
+    if not ref:
+        return NIL
+    with K.dom.chains.chain(_CORECTL_CHAIN):
+        i = K.corectls.deref(ref - 1)  # StaleReference if freed or reused
+        K.corectls.slots[i].cc_ref += 1
+    return i + 1
+
+
+def corectl_content_hold(K: Kernel, ref: int) -> int:
+    """Takes the refcount chain lock.  ``corectl_content_hold``, as
+    corectl_path_hold."""
+    if not ref:
+        return NIL
+    with K.dom.chains.chain(_CORECTL_CHAIN):
+        i = K.corectls.deref(ref - 1)  # StaleReference if freed or reused
+        K.corectls.slots[i].cc_ref += 1
+    return i + 1
+
+
+def corectl_path_rele(K: Kernel, ptr: int) -> None:
+    """Takes the refcount chain lock, then the table's.  Drop a hold on
+    object ``ptr`` (NULL: nothing); the last one frees it."""
+    if not ptr:
+        return
+    with K.dom.chains.chain(_CORECTL_CHAIN):
+        c = K.corectls.slots[ptr - 1]
+        c.cc_ref -= 1
+        last = c.cc_ref == 0
+    if last:
+        K.corectls.free(ptr - 1)
+
+
+corectl_content_rele = corectl_path_rele  # the same count, the same free
 
 
 def corectl_rele(K: Kernel, p: Proc) -> None:
-    if p.s.p_corepath:
-        with K.dom.chains.chain(33):
-            K.g.corectl_path_ref -= 1
-            K.g.corectl_content_ref -= 1
-        p.s.p_corepath = 0
+    """Called with pidlock held or none, on a process nobody else can reach
+    (a zombie being freed).  Drop its pattern and content holds."""
+    s = p.s
+    path, content = s.p_corefile, s.p_content
+    s.p_corefile = s.p_content = NIL
+    corectl_path_rele(K, path)
+    corectl_content_rele(K, content)
+
+
+def corectl_fork_hold(K: Kernel, p: Proc, cp: Proc) -> None:
+    """Caller holds p->p_lock (asserted: the pointers are under it).  The
+    child shares the parent's pattern and content (cfork step 13)."""
+    assert MUTEX_HELD(p.p_lock)
+    s, cs = p.s, cp.s
+    cs.p_corefile = corectl_path_hold(K, corectl_ref(K, s.p_corefile))
+    cs.p_content = corectl_content_hold(K, corectl_ref(K, s.p_content))
 
 
 # -- tasks, projects, zones -------------------------------------------------------------

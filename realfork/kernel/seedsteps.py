@@ -171,8 +171,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(407, "cp->p_lwpid = p->p_lwpid"),
              _f(408, "forkall: p_lwpdaemon, p_zombcnt, SLWPWRAP"),
              _p(418, "corectl_path_hold(); corectl_content_hold()", "6446530",
-                "realfork takes both holds under the parent's p_lock, the fixed form; "
-                + _UNFIXED),
+                "fixed: read and held under the parent's p_lock; 2006: read, a "
+                "preemption point, then the hold, without the lock "
+                "(_2006_corectl_hold_unlocked)"),
              _m(424, "forkpctx(p, cp)", "no process context ops"),
              _m(428, "utrap_dup(p, cp)", "SPARC only"),
              _s(435, "child stops on exit from fork: TP_PRSTOP, aston each lwp",
@@ -307,7 +308,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(742, "return EAGAIN"),
              _f(744, "p->p_flag |= SNOWAIT"),
              _p(745, "p->p_exec = NULL; p->p_execdir = NULL", "6869037",
-                "realfork releases the holds getproc took, the fixed form; " + _UNFIXED),
+                "fixed: the holds getproc took are released first; 2006: only "
+                "cleared (_2006_exec_vnodes_dropped)"),
              _s(748, "rctl_set_create(); rctl_set_init_prealloc()",
                 "an empty set, made after the branch for both kinds of process"),
              _m(754, "no /proc tracing: p_sigmask, p_fltmask, u_systrap, masks emptied",
@@ -336,6 +338,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _x("the two-entry lwp directory", "newproc", "dir_alloc(K, 2)",
                 "realfork's lwp_create does not make a directory for a process "
                 "that has none; it is given one first"),
+             _x("fault point newproc.lwp_create", "newproc",
+                'should_fail("newproc.lwp_create")',
+                "fault injection: an lwp_create failure on demand (zone_create)"),
              _f(810, "lwp_create(pc, arg, 0, p, TS_STOPPED, pri, ..., cid, 1)"),
              ),
         *_on("lwp_create failed",
@@ -344,9 +349,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
                 "the seed leaves the failed child's rctl set behind"),
              _f(814, "mutex_enter(&pidlock); (&p->p_lock); task_detach(p); pool_ref--"),
              _p(821, "pid_exit(p); mutex_exit(&pidlock)", "7412",
-                "realfork takes the child off its parent's lists first (disown_proc), "
-                "the fixed form; the 2006 form is only the seeded bug "
-                "failed_child_not_disowned; " + _UNFIXED),
+                "fixed: the child is taken off its parent's lists first "
+                "(disown_proc); 2006: freed still listed (_2006_newproc_free_listed)"),
              _f(823, "task_rele(tk)"),
              _f(825, "return EAGAIN"),
              ),

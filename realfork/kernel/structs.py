@@ -206,7 +206,8 @@ class proc_t(Slot):
         ("p_poolcnt", c_i32),  # p_lock
         ("p_poolflag", c_i32),
         ("p_fcnt", c_i32),  # references on the open-file table
-        ("p_corepath", c_i32),  # corectl references held
+        ("p_corefile", c_i32),  # core-file pattern held (corectl table slot + 1), p_lock
+        ("p_content", c_i32),  # core-file content held (corectl table slot + 1), p_lock
         ("p_wpage", c_i32),  # stashed watched pages (vfork parent)
         ("p_wcount", c_i32),  # watch areas
         # signals (p_lock)
@@ -309,6 +310,18 @@ class vnode_t(Slot):
     _fields_ = [("v_count", c_i32), ("v_name", ctypes.c_char * MAXNAME)]
 
 
+CORECTL_PATH, CORECTL_CONTENT = 1, 2  # corectl_t.cc_kind
+
+
+class corectl_t(Slot):
+    """A core-file pattern (``corectl_path_t``) or content (``corectl_content_t``):
+    reference counted, freed when the last hold goes (the counts are atomic
+    in illumos: a chain lock here)."""
+
+    _fields_ = [("cc_ref", c_i32), ("cc_kind", c_i32), ("cc_value", c_i64),
+                ("cc_default", c_i32)]  # a zone default: the kernel keeps one hold
+
+
 class task_t(Slot):
     _fields_ = [
         ("tk_tkid", c_i32),
@@ -385,8 +398,8 @@ class kglobals_t(ctypes.Structure):
         ("global_zone", c_i32),
         ("kas", c_i32),  # the kernel address space
         ("sys_contract", c_i32),
-        ("corectl_path_ref", c_i32),
-        ("corectl_content_ref", c_i32),
+        ("corectl_path", c_i32),  # the default core-file pattern (corectl slot + 1)
+        ("corectl_content", c_i32),  # the default core-file content
         ("fcnt", c_i32),  # open-file table references
         ("next_taskid", c_i32),
         ("next_ctid", c_i32),

@@ -554,5 +554,7 @@ def sys_shmat(K: Kernel, t: KThread, p: Proc, a0: int, a1: int) -> Result:
     return shmat(K, p)
 
 
+from .zone import sys_coreadm, sys_zone_create  # noqa: E402, F401  (HANDLERS finds them)
+
 HANDLERS: dict[int, Callable[..., Result]] = {
     SYSNUM[name]: globals()[f"sys_{name}"] for name in SYSCALLS}

@@ -14,7 +14,8 @@ __all__ = ["FORKS", "SYSCALLS", "SYSNUM", "SYS_vfork", "SYS_wait"]
 SYSCALLS = ("fork1", "forkall", "vfork", "exit", "exec", "wait", "getpid", "getppid",
             "lwp_create", "lwp_exit", "lwp_self", "lwp_suspend", "lwp_continue", "lwp_wait",
             "sleep", "kill", "sigaction", "sigmask", "setuid", "prlock", "pragent", "prfork",
-            "prstopfork", "prrun", "dtrace_helper", "usdt_enable", "shmat")
+            "prstopfork", "prrun", "dtrace_helper", "usdt_enable", "shmat", "coreadm",
+            "zone_create")
 SYSNUM = {name: i + 1 for i, name in enumerate(SYSCALLS)}
 SYS_vfork = SYSNUM["vfork"]
 FORKS = (SYSNUM["fork1"], SYSNUM["forkall"], SYSNUM["vfork"])

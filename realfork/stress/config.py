@@ -26,7 +26,7 @@ from ..safeio import read_bounded, shorten
 from .stressors import ORDER, check_options
 
 DEFAULT_STRESSORS = {"fork": 1, "forkall": 1, "vfork": 1, "exec": 1, "lwp": 1, "signal": 1,
-                     "proc": 1, "usdt": 1, "bomb": 1, "mix": 1}
+                     "proc": 1, "usdt": 1, "bomb": 1, "mix": 1, "zone": 1}
 DEFAULT_TIMEOUT = 30.0
 MAX_INSTANCES = 64  # of one stressor
 # Boot parameters a campaign's kernels take unless the settings say otherwise
@@ -124,6 +124,14 @@ class StressConfig:
         p = dict(KERNEL_DEFAULTS)
         p.update(self.boot)
         p.setdefault("seed", self.seed)
+        # The zone stressor's zone_create fails at times: it arms newproc's
+        # lwp_create fault site, unless the boot faults configure that site.
+        if self.stressors.get("zone"):
+            pct = check_options("zone", self.options.get("zone", {}))["fail_percent"]
+            faults = dict(p.get("faults") or {})
+            if pct and "newproc.lwp_create" not in faults:
+                faults["newproc.lwp_create"] = {"probability": pct}
+                p["faults"] = faults
         if p.get("noise") and p["noise"].get("mode", "off") != "off":
             p["noise"] = dict(p["noise"])
             p["noise"].setdefault("seed", self.seed & 0x7FFFFFFF)

@@ -23,6 +23,7 @@ usdt      ``syscall:::return`` of ``usdt_enable``
 probe     ``syscall:::return`` of ``kill`` (signal 0, at the pid frontier)
 bomb      ``proc:::create`` of a fork1 child, or ``proc:::fork-fail``
 mix       ``syscall:::return`` of any system call
+zone      ``syscall:::return`` of ``coreadm`` or ``zone_create``
 ========  ===============================================================
 """
 
@@ -348,6 +349,44 @@ def _mix(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
     ]
 
 
+def _zone(P: str, o: dict[str, int], rng: random.Random) -> list[str]:
+    # A victim forks and reaps without end while we change its core-file
+    # pattern (coreadm PID, N: each call frees the victim's previous pattern
+    # and content); between rounds we create a zsched (zone_create, newproc
+    # from a user thread) and reap it, unless zscheds is 0.  When
+    # zone_create fails (the stress config arms the newproc.lwp_create fault
+    # site, fail_percent) we fork and reap a child at once: that walks our
+    # child and orphan lists.
+    out = [f"{P}main:", *_spawn_victims(P, 1, f"{P}victim"), "    mov r2, 1", f"{P}loop:"]
+    for _ in range(max(o["coreadms"], 0)):
+        out += ["    coreadm r1, r2", "    add r2, 1"]
+    if not o["zscheds"]:
+        out += [*(["    sleep 1"] if not o["coreadms"] else []), f"    jmp {P}loop"]
+    out += [
+        "    zone_create",
+        f"    blt rv, 0, {P}zfail",
+        "    wait rv",
+        f"    jmp {P}loop",
+        f"{P}zfail:",
+        "    fork1",
+        f"    beq rv, 0, {P}zchild",
+        f"    blt rv, 0, {P}loop",
+        "    wait rv",
+        f"    jmp {P}loop",
+        f"{P}zchild:",
+        "    exit 0",
+        f"{P}victim:",
+        "    fork1",
+        f"    beq rv, 0, {P}vchild",
+        f"    blt rv, 0, {P}victim",
+        "    wait rv",
+        f"    jmp {P}victim",
+        f"{P}vchild:",
+        "    exit 0",
+    ]
+    return out
+
+
 def relabel(prog: Program, prefix: str) -> Program:
     """``prog`` with every label renamed ``prefix + name``."""
     code = tuple(
@@ -403,6 +442,14 @@ STRESSORS: dict[str, Stressor] = {s.name: s for s in (
     _stressor("mix", "generated programs mixing every system call",
               {"procs": (4, 1, 32), "lwps": (3, 1, 16), "length": (30, 1, 1000)}, _mix,
               "syscall:::return"),
+    # fail_percent: the chance that newproc's lwp_create fails for a zone_create
+    # (the newproc.lwp_create fault site, armed by the stress config unless the
+    # boot faults name that site themselves)
+    _stressor("zone", "coreadm on a forking victim; zone_create (newproc from a user "
+              "thread), failing at times, and the wait for zsched",
+              {"coreadms": (8, 0, 256), "zscheds": (1, 0, 1), "fail_percent": (20, 0, 100)},
+              _zone,
+              "syscall:::return", (_SYS["coreadm"], _SYS["zone_create"])),
 )}
 
 ORDER = tuple(STRESSORS)

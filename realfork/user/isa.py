@@ -104,6 +104,9 @@ INSTRUCTIONS: dict[str, tuple[OperandKind, ...]] = {
     "dtrace_helper": (),  # register a USDT helper provider: rv = helpers now registered
     "usdt_enable": (V, V),  # usdt_enable PID, ON: enable (ON != 0) or tear down PID's USDT probes
     "shmat": (),  # attach the shared memory segment: rv = attachments now
+    # core files and zones
+    "coreadm": (V, V),  # coreadm PID, N: core-file pattern and content N for PID (0: self)
+    "zone_create": (),  # rv = the pid of a new zsched, a kernel process and our child
 }
 
 MIN_OPERANDS: dict[str, int] = {"wait": 0}

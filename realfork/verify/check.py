@@ -130,8 +130,10 @@ What is checked (the code of each group in brackets):
   of every vnode is 1 (``vn_create``'s own reference) + the ``u_cdir``,
   ``u_rdir``, ``p_exec`` and ``p_execdir`` holds of all procs; the session
   holds (see A4); ``tk_hold_count`` equals the task's members and
-  ``kpj_ntasks`` the project's tasks; ``corectl_path_ref`` and
-  ``corectl_content_ref`` equal the procs holding them (``p_corepath``);
+  ``kpj_ntasks`` the project's tasks; every core-file pattern and content
+  object's ``cc_ref`` is the procs holding it (``p_corefile``,
+  ``p_content``) plus the kernel's one on each of the two defaults, and none
+  is unused;
   ``ct_ref`` is 1 (the creator's) + the members; every live proc owns one
   rctl set of its own (``rcs_ref == 1``) and no set is leaked.
 * [H33] a zombie has no lwps (``p_tlist``, ``p_lwpcnt``, ``p_lwprcnt``), no
@@ -172,6 +174,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RealforkError
 from ..kernel.proc import NPROCSYNC
 from ..kernel.structs import (
+    CORECTL_CONTENT,
+    CORECTL_PATH,
     LWP_STOPPED,
     LWP_ZOMB,
     P_PR_LOCK,
@@ -1222,16 +1226,35 @@ class _Checker:
                 name = v.v_name.decode(errors="replace")
                 self.bad("G32", f"vnode {name!r} v_count {v.v_count} != 1 + {holds[vi]} proc "
                                 f"holds")
-        # corectl
-        ncore = 0
+        # corectl: every pattern and content object's count is its procs'
+        # holds, plus the kernel's on the two defaults; none is unused
+        cc = K.corectls
+        ccholds: Counter[int] = Counter()
         for slot in procs:
-            c = P[slot].p_corepath
-            if c not in (0, 1):
-                self.bad("G32", f"{self.who(slot)} p_corepath is {c}")
-            ncore += 1 if c else 0
-        for name in ("corectl_path_ref", "corectl_content_ref"):
-            if getattr(g, name) != ncore:
-                self.bad("G32", f"{name} {getattr(g, name)} != {ncore} procs holding one")
+            s = P[slot]
+            for f, kind in (("p_corefile", CORECTL_PATH), ("p_content", CORECTL_CONTENT)):
+                c = getattr(s, f)
+                if not c:
+                    continue
+                if not (1 <= c <= cc.capacity and cc.slots[c - 1].slot_inuse):
+                    self.bad("G32", f"{self.who(slot)} {f} {c} is not an allocated corectl object")
+                    continue
+                if cc.slots[c - 1].cc_kind != kind:
+                    self.bad("G32", f"{self.who(slot)} {f} {c} is a corectl object of kind "
+                                    f"{cc.slots[c - 1].cc_kind}")
+                ccholds[c - 1] += 1
+        for f in ("corectl_path", "corectl_content"):
+            c = getattr(g, f)
+            if not (1 <= c <= cc.capacity and cc.slots[c - 1].slot_inuse
+                    and cc.slots[c - 1].cc_default):
+                self.bad("G32", f"the default {f} {c} is not an allocated default object")
+        for ci in cc.used():
+            c = cc.slots[ci]
+            want = c.cc_default + ccholds[ci]
+            what = "pattern" if c.cc_kind == CORECTL_PATH else "content"
+            if c.cc_ref != want:
+                self.bad("G32", f"core-file {what} {ci + 1} cc_ref {c.cc_ref} != "
+                                f"{c.cc_default} + {ccholds[ci]} proc holds")
         # rctl sets: one private set per live proc
         rcs = K.rctlsets
         rusers: dict[int, list[int]] = {}
