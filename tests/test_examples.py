@@ -52,7 +52,20 @@ def test_the_examples_exist() -> None:
     for required in ("fork1_sleeping_lwp.rf", "forkall_sleeping_lwp.rf", "vfork_store.rf",
                      "fork_bomb_maxup.rf", "lwp_suspend_race.rf"):
         assert required in names
-    assert {p.name for p in EXAMPLES.iterdir()} == names  # nothing but programs
+    jobs = {p.name for p in EXAMPLES.glob("*.job")}
+    assert {p.name for p in EXAMPLES.iterdir()} == names | jobs  # programs and job files
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.job")), ids=lambda p: p.stem)
+def test_a_job_file_is_a_campaign_stress_accepts(path: Path) -> None:
+    """A job file in examples/ reads as ``realfork stress`` options: the
+    campaign it describes is valid (checked without running it)."""
+    from realfork.stress.command import _stress_parser, apply_job_file, config_from_args
+
+    argv = ["stress", "--job", str(path)]
+    cfg = config_from_args(apply_job_file(_stress_parser().parse_args(argv), argv))
+    assert cfg.stressors and cfg.timeout > 0
+    assert "swarm" not in path.read_text() or cfg.swarm > 0
 
 
 @pytest.mark.parametrize("backend", ["threads", "processes"])

@@ -6,7 +6,8 @@ with ``swarm``, below).
 
 Swarm testing (``swarm`` seconds, after Groce et al., "Swarm Testing", 2012):
 every run lasts at most ``swarm`` seconds and uses a random half of the
-configured stressors and of the fault sites, drawn from the run's seed; then
+configured stressors and of the fault sites, and of each kept stressor's
+features that an option switches off, drawn from the run's seed; then
 the next seed boots a fresh kernel with another half.  A bug that one
 stressor or fault finds quickly no longer hides, run after run, the bugs that
 need the machine without it (with everything on, a fast panic ends every run
@@ -46,14 +47,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api import System, boot
-from ..errors import KernelPanic
+from ..errors import BadInput, KernelPanic
 from ..sync import lockstat, sigdefer
 from ..user.parser import parse
 from ..verify.check import InvariantViolation
 from .config import StressConfig
 from .findings import Finding, FindingStore, from_lockdep, from_violations, from_wait_report
 from .metrics import Metrics
-from .stressors import STRESSORS, compose
+from .stressors import STRESSORS, check_options, compose
 
 POLL = 0.05  # seconds between looks at the kernel
 PROGRESS_EVERY = 1.0
@@ -107,15 +108,34 @@ class _Attribution:
 
 def swarm_subset(instances: list[tuple[str, dict[str, int]]], faults: dict[str, Any],
                  seed: int) -> tuple[list[tuple[str, dict[str, int]]], dict[str, Any]]:
-    """The stressors and fault sites one swarm run uses: each stressor (all its
-    instances) and each fault site kept with probability 1/2, at least one
-    stressor, chosen by ``seed`` alone (a replay of the run's seed gets the
-    same subset)."""
+    """The stressors, options and fault sites one swarm run uses: each stressor
+    (all its instances) and each fault site kept with probability 1/2, at
+    least one stressor, and within a kept stressor each option that can be 0
+    set to 0 with probability 1/2; chosen by ``seed`` alone (a replay of the
+    run's seed gets the same subset)."""
     rng = random.Random(f"swarm:{seed}")
     names = list(dict.fromkeys(name for name, _ in instances))
     keep = {n for n in names if rng.random() < 0.5} or {rng.choice(names)}
     sites = {site: knobs for site, knobs in sorted(faults.items()) if rng.random() < 0.5}
-    return [i for i in instances if i[0] in keep], sites
+    # Within a kept stressor, each of its features that an option can switch
+    # off (an option whose range starts at 0: a count or a percentage) is off
+    # with probability 1/2, for every instance of it alike.
+    off: dict[str, dict[str, int]] = {}
+    for name in names:
+        if name in keep:
+            st = STRESSORS[name]
+            off[name] = {k: 0 for k in st.options
+                         if st.ranges[k][0] == 0 and rng.random() < 0.5}
+    out = []
+    for name, opts in instances:
+        if name in keep:
+            trial = {**opts, **off[name]}
+            try:
+                opts = check_options(name, trial)
+            except BadInput:
+                pass  # a combination the stressor refuses: its options as configured
+            out.append((name, opts))
+    return out, sites
 
 
 class StressRun:

@@ -47,6 +47,19 @@ class Fix:
 
 
 HISTORY: tuple[Fix, ...] = (
+    Fix("6446530", "race condition between corectl and fork", 2006,
+        "cfork step 13, the core-file holds (realfork.kernel.fork._2006_corectl_hold_unlocked)",
+        "the parent's p_corefile and p_content are read and their objects held under the "
+        "parent's p_lock, the lock coreadm swaps them under; the 2006 code read and held "
+        "them without it",
+        "a fork holds only core-file objects that are alive: coreadm cannot release (and "
+        "free) an object between fork's read of the pointer and its hold",
+        "panic", r"panic: stale reference to a corectl slot \(freed or reused\) "
+                 r"\(corectl_(path|content)_hold\)",
+        "a corectl hold names its object by slot and generation: a freed or reused one is "
+        "a stale reference",
+        _cfg({"zone": 1}, {"zone": {"coreadms": 8, "zscheds": 0, "fail_percent": 0}},
+             timeout=10.0), timing=True),
     Fix("6439016", "Race between getproc and prfind_zone", 2006,
         "getproc steps 2-3: the zone pid_assign publishes the child with "
         "(realfork.kernel.fork._2006_zone_set_late)",
@@ -81,6 +94,26 @@ HISTORY: tuple[Fix, ...] = (
         r"(mod_lock, )?pr_pid_cv",
         "deadlines and the wait-for cycle (P_PR_LOCK waiters name its holder)",
         _cfg({"usdt": 1}, deadlock_timeout=5.0)),
+    Fix("6869037", "zsched process creation leads to v_count leak", 2009,
+        "newproc, a kernel process's exec vnodes "
+        "(realfork.kernel.fork._2006_exec_vnodes_dropped)",
+        "VN_RELE of p_exec and p_execdir before they are cleared; the 2006 code only "
+        "cleared them, throwing away the holds getproc took on the parent's",
+        "every vnode's v_count is 1 + the procs' holds (G32)",
+        "invariant", r"invariant: (.*, )?G32(, .*)?",
+        "the invariant checker's vnode count (G32) at the next quiescent check",
+        _cfg({"zone": 1}, {"zone": {"coreadms": 0, "fail_percent": 0}}, timeout=10.0)),
+    Fix("7412", "newproc() performs inadequate clean-up after failed lwp_create()", 2016,
+        "newproc, the lwp_create failure path "
+        "(realfork.kernel.fork._2006_newproc_free_listed)",
+        "disown_proc (off the parent's child list and orphan chain) before pid_exit; the "
+        "2006 code freed the child still listed",
+        "no family list names a freed or reused proc slot",
+        "panic", r"panic: stale reference: p_(child|orphan|sibling|nextorph) on pid N's "
+                 r"(child|orphan) list names proc slot N, which is not its (child|orphan) "
+                 r"\(freed or reused\) \(.*\)",
+        "family pointers are checked when followed (a freed or reused slot is stale)",
+        _cfg({"zone": 1}, {"zone": {"coreadms": 0, "fail_percent": 50}}, timeout=10.0)),
     Fix("6533431", "vfork parent check in post_syscall", 2007,
         "post_syscall: which lwp calls vfwait (realfork.kernel.syscall.vfwait_due)",
         "the vforking thread is marked T_VFPARENT in cfork and only a marked thread "
