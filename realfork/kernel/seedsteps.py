@@ -18,10 +18,12 @@ Each step has a class:
 * ``reordered`` -- done, but not where the seed does it (the reason says
   where and why);
 * ``simplified`` -- done in a reduced form (the reason says what is left out);
-* ``missing`` -- not done at all (the reason says why it does not matter);
+* ``missing`` -- not done at all (the reason says why it does not matter,
+  or what is lost);
 * ``profile:<bugid>`` -- a step where the 2006 kernel and the fixed one differ
-  by a later illumos fix (``realfork.kernel.profiles.FIXES``); the reason
-  says which form realfork runs;
+  by a later illumos fix (``realfork.kernel.profiles.FIXES``); both forms
+  run (``K.fixed(id)`` chooses) and the reason says what each does and
+  which function does it;
 * ``extra`` -- work realfork does that the seed does not; it has no anchor and
   is found by a fragment of its code (``find``) in the function ``where``.
 
@@ -86,8 +88,6 @@ def _on(path: str, *steps: Step) -> tuple[Step, ...]:
     return tuple(s._replace(path=path) for s in steps)
 
 
-_UNFIXED = "the 2006 form is not selectable yet (K.fixed is not consulted)"
-
 STEPS: dict[str, tuple[Step, ...]] = {
     "cfork": (
         *_on("main",
@@ -123,11 +123,14 @@ STEPS: dict[str, tuple[Step, ...]] = {
                 "sprunlock, SFORKING still set; the attachments are a count per proc "
                 "recounted under the stand-in shm_lock"),
              _p(282, "dtrace_fasttrap_fork(p, cp)", "6556673",
-                "under P_PR_LOCK in both; fixed: first of the hooks, before sprunlock; "
-                "the tracepoints are a count the child's copy clears (no text to patch)"),
+                "under P_PR_LOCK in both (2006: second of the hooks, in "
+                "fork._fork_hooks_under_prlock; fixed: first, in cfork, before "
+                "sprunlock); the tracepoints are a count the child's copy clears "
+                "(no text to patch)"),
              _p(290, "dtrace_helpers_fork(p, cp)", "6556673",
                 "2006: under P_PR_LOCK, waiting for dtrace_lock and mod_lock (the "
-                "deadlock); fixed: after sprunlock; helpers and providers are counts, "
+                "deadlock; fork._fork_hooks_under_prlock); fixed: in cfork, after "
+                "sprunlock; helpers and providers are counts, "
                 "the DTrace locks stand-in mutexes"),
              _p(295, "mutex_enter(&p->p_lock)", "6556673",
                 "2006: after the hooks; fixed: after the fasttrap fork"),
@@ -157,7 +160,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(342, "fork1: clone = forklwp(curthread's lwp, cp, t_tid)"),
              _r(349, "fork1: clone inherits TP_TWAIT",
                 "done inside forklwp, under the child's p_lock, with forkall's flags"),
-             _f(353, "ASSERT(p_lwpwait == 0 && p_lwpdwait == 0)"),
+             _s(353, "ASSERT(p_lwpwait == 0 && p_lwpdwait == 0)",
+                "only p_lwpwait is asserted: realfork keeps no separate count of "
+                "lwp_wait callers waiting for daemon lwps (p_lwpdwait)"),
              _f(355, "forkall: for each entry of the parent's lwp directory"),
              _f(363, "forkall: clwp = forklwp(ttolwp(t), cp, t->t_tid)"),
              _r(370, "forkall: clone inherits TP_TWAIT | TP_DAEMON",
@@ -191,16 +196,21 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(487, "cp->p_stat = SRUN"),
              _f(497, "TP_HOLDLWP: lwp_create_done(t)"),
              _s(501, "else: thread_lock(t); t_schedflag |= TS_CREATE",
-                "no thread lock (t_schedflag is under the child's p_lock here) and "
-                "no assertion that the lwp is TS_STOPPED"),
+                "under the clone's own thread_lock (sig.thread_lock, with the "
+                "child's p_lock held), as in the seed; the seed's assertion that "
+                "the lwp is TS_STOPPED with neither TS_CREATE nor TS_CSTART is not "
+                "made"),
              _f(508, "mutex_exit(&cp->p_lock)"),
              _f(511, "vfork: CPU_STATS_ADDQ(sysvfork)"),
              _x("forkall counted apart from fork1", "cfork", "sysforkall += 1",
                 "realfork keeps a third counter for forkall"),
              _f(512, "vfork: mutex_enter(&p->p_lock); SVFWAIT"),
              _x("vfork: the caller is marked T_VFPARENT", "cfork", "t_flag |= T_VFPARENT",
-                "not in the seed: the 6533431 fix, so that only this lwp calls vfwait; "
-                "realfork always marks it"),
+                "not in the seed: the mark of the 6533431 fix, made in the fixed "
+                "profile only (if K.fixed); 6533431 is not a fork.c step but "
+                "post_syscall's (syscall.vfwait_due): fixed, only the marked lwp "
+                "calls vfwait; 2006, the return values alone decide (vfork "
+                "returning (pid, 0) without error)"),
              _r(514, "vfork: DTRACE_PROC1(create)",
                 "proc:::create fires once for every kind of fork, before the branch"),
              _f(515, "cv_broadcast(&pr_pid_cv[p->p_slot])"),
@@ -224,9 +234,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
              ),
         *_on("as_dup failed",
              _p(239, "fork_fail(cp)", "6533743",
-                "realfork runs it after sprunlock, the fixed order; the 2006 order "
-                "(under P_PR_LOCK) is only the seeded bug fork_fail_under_prlock; "
-                + _UNFIXED),
+                "fixed: after sprunlock (fork._as_dup_failed); 2006: first, still "
+                "under P_PR_LOCK, as the seed does it "
+                "(fork._2006_fork_fail_under_prlock)"),
              _f(240, "mutex_enter(&pidlock)"),
              _r(241, "unlink cp from p_orphan and p_child",
                 "after task_detach: the failure paths share one helper, in "
@@ -235,11 +245,13 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _f(257, "pid_exit(cp); mutex_exit(&pidlock)"),
              _f(259, "task_rele(tk)"),
              _p(261, "mutex_enter(&p->p_lock); p_flag &= ~SFORKING", "6533743",
-                "before fork_fail, the fixed order"),
+                "fixed: before fork_fail (fork._as_dup_failed); 2006: after the child "
+                "is freed, as the seed does it (fork._2006_fork_fail_under_prlock)"),
              _f(263, "pool_barrier_exit()"),
              _f(264, "continuelwps(p)"),
              _p(265, "sprunlock(p)", "6533743",
-                "before fork_fail, the fixed order"),
+                "fixed: before fork_fail (fork._as_dup_failed); 2006: last, after "
+                "continuelwps (fork._2006_fork_fail_under_prlock)"),
              _f(270, "ENOMEM stays ENOMEM, any other error is EAGAIN"),
              ),
         *_on("forklwperr",
@@ -247,7 +259,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
                 "the count goes back under the as writer lock; nothing to re-protect"),
              _x("vfork: the as loses the child", "_forklwperr", "a.a_nprocs -= 1",
                 "realfork counts the processes on an as; SVFORK is cleared too"),
-             _m(555, "shmexit(cp)", "no System V shared memory"),
+             _m(555, "shmexit(cp)",
+                "attachments are only counted (p_segacct, shm_nattch) and never "
+                "detached: the counts shmfork gave a failed child stay"),
              _f(557, "cp->p_as = &kas; as_free(as)"),
              _r(562, "free the lwpents and the directory",
                 "after forklwp_fail, one dir_free for the directory and its entries"),
@@ -313,7 +327,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
              _s(748, "rctl_set_create(); rctl_set_init_prealloc()",
                 "an empty set, made after the branch for both kinds of process"),
              _m(754, "no /proc tracing: p_sigmask, p_fltmask, u_systrap, masks emptied",
-                "kernel processes are made by boot, whose tracing is never set"),
+                "boot's kernel processes have no tracing to inherit, but zsched "
+                "(zone_create) made by a process traced with inherit-on-fork keeps "
+                "getproc's copy of its traced signal mask and P_PR_STOPFORK"),
              _s(760, "mutex_enter(&p->p_lock); rctl_set_init()",
                 "the empty set is not initialised, and p_lock is not taken"),
              _m(767, "rctl_prealloc_destroy(init_gp)", "nothing was allocated"),
@@ -380,8 +396,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
         _s(880, "cp->p_stat = SIDL", "set by pid_assign"),
         _r(881, "cp->p_mstart = gethrtime()", "after pid_assign, which makes the slot"),
         _p(883, "pid_assign(cp)", "6439016",
-           "realfork's pid_assign sets p_zone before the pid is visible, the fixed "
-           "form; the 2006 form is only the seeded bug zone_set_late; " + _UNFIXED),
+           "fixed: pid_assign is given the zone, and sets p_zone before the pid is "
+           "visible (getproc); 2006: the zone is set after pid_assign, once the "
+           "child can already be found (fork._2006_zone_set_late)"),
         _x("fault point pid_assign", "getproc", 'should_fail("pid_assign")',
            "fault injection: a pid_assign failure on demand"),
         _s(884, "nproc == v.v_proc: procovf++, \"out of processes\"",
@@ -425,7 +442,8 @@ STEPS: dict[str, tuple[Step, ...]] = {
            "only the signal handlers, copied with the dispositions (p_catch)"),
         _r(1041, "flist_fork(P_FINFO(pp), P_FINFO(cp))",
            "the child's file table is a count of references, set as soon as the "
-           "references are taken"),
+           "references are taken, and a flag for an open /proc file (p_prfile), "
+           "copied with the parent's other fields"),
         _m(1043, "u_start, u_ticks, u_mem, u_acflag = AFORK", "no accounting"),
         _s(1051, "P_PR_FORK: P_PR_TRACE | P_PR_FORK, p_sigmask, p_fltmask",
            "P_PR_STOPFORK (the exit mask) comes too; there is no fault mask"),
@@ -472,7 +490,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
         _f(1190, "cv_signal(&pp->p_cv)"),
         _f(1191, "mutex_exit(&pp->p_lock); mutex_exit(&p->p_lock)"),
         _f(1194, "else: p->p_as != &kas"),
-        _m(1197, "shmexit(p)", "no System V shared memory"),
+        _m(1197, "shmexit(p)",
+           "attachments are only counted (p_segacct, shm_nattch) and never "
+           "detached, at exit or exec"),
         _m(1202, "kpreempt_disable()", "no preemption control"),
         _f(1203, "mutex_enter(&p->p_lock); prbarrier(p)"),
         _f(1205, "as = p->p_as; p->p_as = &kas; mutex_exit(&p->p_lock)"),
@@ -497,8 +517,9 @@ STEPS: dict[str, tuple[Step, ...]] = {
            "the writer lock is taken and released; nothing to re-protect"),
         _f(1293, "mutex_enter(&pp->p_lock); prbarrier(pp)"),
         _x("clear T_VFPARENT", "vfwait", "lw.t_flag &= ~T_VFPARENT",
-           "T_VFPARENT is the 6533431 fix's mark (SVFWAIT is relvm's to clear, "
-           "as in the seed)"),
+           "T_VFPARENT is the 6533431 fix's mark (set by cfork in the fixed "
+           "profile only; cleared in both); SVFWAIT is relvm's to clear, as in "
+           "the seed"),
         _f(1295, "continuelwps(pp); mutex_exit(&pp->p_lock)"),
     ),
     "forklwp": (
