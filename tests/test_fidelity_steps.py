@@ -540,3 +540,61 @@ def test_upcount_inc_lets_go_of_pidlock_for_a_new_user(monkeypatch: pytest.Monke
         if entries[0].up_count == 0:
             entries[0].up_used = 0
     assert (7, 0) in rec.rows()
+
+
+def test_a_kernel_process_does_not_inherit_proc_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork.c:754: newproc empties a kernel process's /proc tracing.  A creator
+    traced with inherit-on-fork, stop-on-fork and a traced signal starts a
+    zsched (zone_create): getproc copies the tracing, newproc takes the
+    traced signals and the stop-on-fork away (threads backend: the wrapper
+    reads the new proc in this process)."""
+    from realfork.kernel.structs import P_PR_FORK, P_PR_STOPFORK
+
+    seen: list[tuple[int, int]] = []
+    real = kfork.newproc
+
+    def recording(K: Any, t: Any, syscid: bool, *a: Any, **kw: Any) -> Any:
+        cp = real(K, t, syscid, *a, **kw)
+        if cp is not None and kw.get("name") == "zsched":
+            seen.append((cp.s.p_sigmask, cp.s.p_proc_flag))
+        return cp
+
+    monkeypatch.setattr(kfork, "newproc", recording)
+    with boot_checked(backend="threads") as system:
+        def traced(K: Any) -> bool:
+            s = proc_of(K, 1)
+            if s is None or not s.p_proc_flag & P_PR_STOPFORK:
+                return False
+            s.p_sigmask = 1 << 16  # a traced signal, as /proc's PCSTRACE would set
+            return True
+
+        gates = {63: lambda K: lwp_in_syscall(K, 1, 1, "sleep"), 62: traced}  # in that order
+        with opening(system.K, gates):
+            r = system.run("""
+                fork1
+                beq rv, 0, tracer
+                mov r6, rv
+            untraced:
+                sleep 1
+                load r0, 62             ; the tracer has traced us
+                beq r0, 0, untraced
+                prstopfork 1, 0         ; our own fork1 would stop: only zsched's flags matter
+                zone_create
+                mov r1, rv
+                wait r1
+                wait r6
+                exit 0
+            tracer:
+                sleep 1
+                load r0, 63             ; init is past its fork1 (else it stops there)
+                beq r0, 0, tracer
+                prfork 1, 1
+                prstopfork 1, 1
+                exit 0
+            """, timeout=60)
+        assert r.report is None, str(r.report)
+        assert r.status == 0
+    assert len(seen) == 1
+    sigmask, flags = seen[0]
+    assert sigmask == 0 and not flags & P_PR_STOPFORK
+    assert flags & P_PR_FORK  # the seed leaves p_proc_flag's inherit-on-fork alone

@@ -840,6 +840,11 @@ def newproc(K: Kernel, t: KThread, syscid: bool, fixed_pid: int | None = None,
             VN_RELE(K, cs.p_exec)  # fork.c:745
             VN_RELE(K, cs.p_execdir)
             cs.p_exec = cs.p_execdir = NIL
+        # Kernel processes do not inherit /proc tracing: getproc copied the
+        # traced signals and stop-on-fork-exit of an inherit-on-fork creator
+        # (zone_create's caller), and a traced zsched would stop on its way.
+        cs.p_sigmask = 0  # fork.c:754
+        cs.p_proc_flag &= ~P_PR_STOPFORK  # the exit mask emptied
     else:
         tk = task_create(K, K.tasks.slots[pp.s.p_task - 1].tk_proj, cs.p_zone)  # fork.c:779
         mutex_enter(K.pidlock)  # fork.c:788

@@ -326,10 +326,11 @@ STEPS: dict[str, tuple[Step, ...]] = {
                 "cleared (_2006_exec_vnodes_dropped)"),
              _s(748, "rctl_set_create(); rctl_set_init_prealloc()",
                 "an empty set, made after the branch for both kinds of process"),
-             _m(754, "no /proc tracing: p_sigmask, p_fltmask, u_systrap, masks emptied",
-                "boot's kernel processes have no tracing to inherit, but zsched "
-                "(zone_create) made by a process traced with inherit-on-fork keeps "
-                "getproc's copy of its traced signal mask and P_PR_STOPFORK"),
+             _r(754, "no /proc tracing: p_sigmask, p_fltmask, u_systrap, masks emptied",
+                "done in the kernel-process branch, before the rctl set that realfork makes "
+                "after the branch for both kinds; the traced signals are emptied and "
+                "P_PR_STOPFORK (realfork's stand-in for fork calls in the exit mask) "
+                "cleared: there are no traced faults, system call traps or entry masks"),
              _s(760, "mutex_enter(&p->p_lock); rctl_set_init()",
                 "the empty set is not initialised, and p_lock is not taken"),
              _m(767, "rctl_prealloc_destroy(init_gp)", "nothing was allocated"),
