@@ -55,12 +55,23 @@ class Proc:
         return f"<proc slot {self.slot} pid {self.s.p_pid}>"
 
     def threads(self) -> list[KThread]:
-        """The lwps on p_tlist, in list order (caller holds p_lock or the proc is private)."""
+        """The lwps on p_tlist, in list order (caller holds p_lock or the proc is private).
+
+        The list is circular through its first lwp.  A list that does not
+        come back to it within as many lwps as the kernel has (a corrupted
+        t_forw, or one changed under a reader without p_lock) is a panic
+        naming the caller, not a walk that never ends."""
         K = self.K
         first = self.s.p_tlist
         out: list[KThread] = []
         tid = first
+        limit = len(K.lwps)
         while tid:
+            if len(out) >= limit:
+                from .detect import fail
+
+                fail(K, f"p_tlist of pid {self.s.p_pid} does not come back to its first "
+                        f"lwp after {limit} lwps (a corrupted lwp list)")
             out.append(K.thread(tid))
             tid = K.lwps[tid - 1].t_forw
             if tid == first:
