@@ -38,7 +38,7 @@ from ..sync.kthread import KThread
 from ..sync.mutex import MUTEX_HELD, mutex_enter, mutex_enter_nested, mutex_exit
 from ..sync.rwlock import RW_WRITER, rw_enter, rw_exit
 from .clock import delay
-from .detect import assert_held, forklwp_source_check, proc_link
+from .detect import assert_held, fail, forklwp_source_check, proc_link
 from .dtrace import dtrace_fasttrap_fork, dtrace_helpers_fork, shmfork
 from .errno_defs import EAGAIN, EINTR, ENOMEM, ENOTSUP, EPERM
 from .faults import RCTL_DUP_MAX_RETRIES
@@ -506,6 +506,8 @@ def getproc(K: Kernel, t: KThread, pp: Proc, kernel: bool,
     # 4. Under pidlock, the per-user limit (nproc read before it is
     # incremented); over it, give the slot and pid back and punish.
     mutex_enter(K.pidlock)  # fork.c:896
+    if g.nproc >= g.v_proc:  # fork.c:897: otherwise how did we get our pid?
+        fail(K, f"assertion failed: nproc {g.nproc} < v.v_proc {g.v_proc} after pid_assign")
     cr = ps.p_cred  # fork.c:898
     ruid, zoneid = crgetruid(K, cr), crgetzoneid(K, cr)
     if K.faults.should_fail("getproc.maxup") or (  # fork.c:901

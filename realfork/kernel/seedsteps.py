@@ -405,7 +405,7 @@ STEPS: dict[str, tuple[Step, ...]] = {
         _s(884, "nproc == v.v_proc: procovf++, \"out of processes\"",
            "no console warning; nproc is read under pidlock"),
         _f(896, "mutex_enter(&pidlock)"),
-        _m(897, "ASSERT(nproc < v.v_proc)", "not asserted"),
+        _f(897, "ASSERT(nproc < v.v_proc)", "a panic naming getproc"),
         _f(898, "cr = CRED(); ruid; zoneid"),
         _f(901, "nproc >= v_maxup && ... && secpolicy_newproc(cr) != 0"),
         _s(905, "mutex_exit(&pidlock); \"out of per-user processes\"; goto bad",
