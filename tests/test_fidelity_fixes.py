@@ -344,12 +344,12 @@ def test_as_dup_errors_map_to_eagain_and_enomem_is_kept(call: str) -> None:
                    EAGAIN: EAGAIN, ENOMEM: ENOMEM}
 
 
-def test_getproc_asserts_a_pid_was_not_handed_out_beyond_the_table() -> None:
+def test_getproc_asserts_a_pid_was_not_handed_out_beyond_the_table(backend: str) -> None:
     """fork.c:897, ASSERT(nproc < v.v_proc) once pid_assign has given a slot:
     with nproc corrupted up to v_proc the fork panics naming getproc."""
     import realfork
 
-    with realfork.boot(deadlock_timeout=5.0) as system:
+    with realfork.boot(backend=backend, deadlock_timeout=5.0) as system:
         K = system.K
         K.g.nproc = K.g.v_proc  # a count that says the table is full, with slots free
         r = system.run("fork1\nexit 0\n", timeout=30)
