@@ -26,13 +26,15 @@ from .profiles import DEFAULT_KERNEL, PROFILES, RETIRED_BUGS
 RESERVED_PROCS = 5  # illumos reserved_procs: slots only root may use
 
 # The largest maxlwps whose segment can be laid out.  The segment header has
-# room for 64 regions (realfork.shm.segment.MAX_REGIONS); the kernel's lwp
-# directory takes two (a table and its header) per size class 2, 6, 14, ...,
-# 2**k * 4 - 2, up to the first class of at least maxlwps + 2 entries, and with
-# the processes backend's host table the eleven classes up to 4,094 fill the
-# header exactly.  tests/test_hardening_cli.py lays the segment out at this
-# bound with both backends, so a new region fails a test rather than a boot.
-MAXLWPS_MAX = 4092
+# room for 64 regions (realfork.shm.segment.MAX_REGIONS, fixed: the header's
+# layout is what other realfork versions read); the kernel's lwp directory
+# takes two (a table and its header) per size class 2, 6, 14, ..., 2**k * 4 - 2,
+# up to the first class of at least maxlwps + 2 entries.  With the processes
+# backend's host table, the per-lwp thread_lock and the corectl and DTrace
+# tables, the ten classes up to 2,046 fill the header (eleven, up to 4,094, no
+# longer fit).  tests/test_hardening_cli.py lays the segment out at this bound
+# with both backends, so a new region fails a test rather than a boot.
+MAXLWPS_MAX = 2044
 
 WORD_MIN, WORD_MAX = -(1 << 63), (1 << 63) - 1  # seeds are recorded as signed 64-bit
 
